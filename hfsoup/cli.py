@@ -1,0 +1,401 @@
+"""The ``hfsoup`` command line: a thin layer over the Python API.
+
+User errors (:class:`~hfsoup.errors.HfSoupError`) print one line on stderr and exit 2; ``--json`` prints one JSON
+document on stdout; tables otherwise. Other commands (greedy/RADIN recipes, zoo, demo, data) register themselves
+through :data:`COMMAND_MODULES` and :data:`SOUP_RECIPES`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+from .errors import HfSoupError
+
+#: Modules that add sub-commands: each has ``register(subparsers)``.
+COMMAND_MODULES: list[str] = []
+#: ``hfsoup soup --recipe NAME``: NAME -> "module:function"; function(ingredients, args, ctx) -> Soup | None.
+SOUP_RECIPES: dict[str, str] = {"uniform": "hfsoup.cli:_recipe_uniform"}
+#: Modules with ``add_soup_options(parser)``: recipe-specific options of ``hfsoup soup``.
+SOUP_OPTION_MODULES: list[str] = []
+
+
+# -- shared options ------------------------------------------------------------------------------------------
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--allow-pickle", action="store_true",
+                   help="accept pytorch_model.bin when no safetensors exist (loaded with weights_only=True)")
+    g.add_argument("--token", default=None, help=argparse.SUPPRESS)  # prefer HF_TOKEN / hf auth login
+
+
+def _add_data_options(p: argparse.ArgumentParser, *, split_flag: str, default_split: str | None) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument(split_flag, dest="split", default=default_split, choices=["test", "val", "train", "train-main"],
+                   help="split to evaluate on: test, val (the held-out 5%% of train, seed 42), train, train-main"
+                        + ("" if default_split else " (default: no evaluation)"))
+    g.add_argument("--dataset", default="uoft-cs/cifar100",
+                   help="Hub dataset id, local parquet folder/file or save_to_disk folder (default: %(default)s)")
+    g.add_argument("--dataset-revision", default=None, help="dataset revision (branch, tag or commit)")
+    g.add_argument("--image-column", default=None, help="image column (default: img or image)")
+    g.add_argument("--label-column", default=None, help="label column (default: fine_label or label)")
+    g.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only (quick runs)")
+    g.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default: %(default)s)")
+    g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+
+def _add_output_options(p: argparse.ArgumentParser, default_out: str | None = None) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", default=default_out,
+                   help="output folder (model.safetensors, config.json, README.md, soup.json)"
+                        + (" (default: %(default)s)" if default_out else ""))
+    g.add_argument("--no-save", action="store_true", help="do not write the soup (evaluate only)")
+    g.add_argument("--force", action="store_true", help="replace an existing output folder")
+    g.add_argument("--integer-policy", default="mean", choices=["mean", "max", "first"],
+                   help="how integer buffers (num_batches_tracked) are combined (default: %(default)s)")
+    g.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+
+
+def _examples(text: str) -> str:
+    return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
+
+
+def _progress(args) -> bool:
+    return not getattr(args, "quiet", False)
+
+
+def _load_data(args):
+    from .data import load_image_data
+
+    return load_image_data(args.dataset, args.split, revision=args.dataset_revision, image_column=args.image_column,
+                           label_column=args.label_column, limit=args.limit, progress=_progress(args))
+
+
+def _eval_kwargs(args) -> dict:
+    return {"batch_size": args.batch_size, "device": args.device, "progress": _progress(args)}
+
+
+# -- mix / soup ----------------------------------------------------------------------------------------------
+def cmd_mix(args) -> dict:
+    from .ingredients import load_ingredients
+    from .hub_format import check_output
+    from .soup import alpha_folder_name, mix, parse_alphas
+
+    alphas = parse_alphas(args.alpha)
+    if len(args.models) != 2:
+        raise HfSoupError(f"mix takes exactly two models (got {len(args.models)}): use `hfsoup soup` for more")
+    # Plan: resolve and check everything before any averaging or writing.
+    outs = _plan_outputs(args, [alpha_folder_name(a) for a in alphas] if len(alphas) > 1 else None)
+    ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, min_count=2)
+    data = _load_data(args) if args.split else None
+    ctx = {"ingredient_results": {}}
+    soups = []
+    for alpha, out in zip(alphas, outs):
+        soup = mix(ings[0], ings[1], alpha, integer_policy=args.integer_policy)
+        soups.append(_finish_soup(soup, args, data, out, ctx, extra={"alpha": alpha}))
+    return _report(args, "mix", ings, soups, data, ctx)
+
+
+def cmd_soup(args) -> dict:
+    from .ingredients import load_ingredients
+
+    recipe = _resolve_recipe(args.recipe)
+    outs = _plan_outputs(args, None)
+    ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, min_count=2)
+    data = _load_data(args) if args.split else None
+    ctx = {"ingredient_results": {}, "eval_data": data}
+    soup = recipe(ings, args, ctx)
+    soups = [] if soup is None else [_finish_soup(soup, args, data, outs[0], ctx)]
+    return _report(args, args.recipe, ings, soups, data, ctx)
+
+
+def _recipe_uniform(ingredients, args, ctx):
+    from .soup import uniform_soup
+
+    return uniform_soup(ingredients, integer_policy=args.integer_policy, progress=_progress(args))
+
+
+def _resolve_recipe(name: str) -> Callable:
+    if name not in SOUP_RECIPES:
+        raise HfSoupError(f"unknown recipe '{name}': choose one of {', '.join(SOUP_RECIPES)}")
+    module, _, fn = SOUP_RECIPES[name].partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def _plan_outputs(args, subfolders: list[str] | None) -> list[Path | None]:
+    from .hub_format import check_output
+
+    if args.no_save:
+        return [None] * (len(subfolders) if subfolders else 1)
+    if not args.out:
+        raise HfSoupError("no output folder: pass --out DIR (or --no-save to evaluate only)")
+    root = Path(args.out)
+    if subfolders is None:
+        return [check_output(root, args.force)]
+    return [check_output(root / s, args.force) for s in subfolders]
+
+
+def _finish_soup(soup, args, data, out, ctx, extra=None) -> dict:
+    if data is not None:
+        soup.evaluate(data, ingredient_results=ctx["ingredient_results"], **_eval_kwargs(args))
+        ctx["ingredient_results"].update(
+            {k: v for k, v in soup.results[data.split]["models"].items() if k != "soup"})
+    if out is not None:
+        soup.save(out, force=args.force)
+    row = dict(extra or {})
+    row.update(recipe=soup.recipe, weights=soup.weights, out=str(out) if out else None,
+               parameters=soup.parameters)
+    if out is not None:
+        row["sha256"] = json.loads((Path(out) / "soup.json").read_text())["sha256"]
+    row["results"] = {split: dict(r["models"]["soup"].to_dict(), gain=r["gain"]) for split, r in soup.results.items()}
+    if soup.log is not None:
+        row["decision_log"] = soup.log
+    return row
+
+
+def _report(args, recipe, ings, soups, data, ctx) -> dict:
+    doc = {
+        "recipe": recipe,
+        "ingredients": [dict(i.describe(), results={data.split: ctx["ingredient_results"][i.reference].to_dict()}
+                             if data is not None and i.reference in ctx["ingredient_results"] else {})
+                        for i in ings],
+        "soups": soups,
+        "data": data.describe() if data is not None else None,
+    }
+    doc.update(ctx.get("report_extra", {}))
+    if args.json:
+        _print_json(doc)
+    else:
+        _print_soup_tables(doc)
+    return doc
+
+
+# -- eval ----------------------------------------------------------------------------------------------------
+def cmd_eval(args) -> dict:
+    from .evaluation import evaluate_model, soup_gain
+    from .ingredients import load_ingredients
+
+    ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, check=False)
+    data = _load_data(args)
+    results = {}
+    for ing in ings:
+        results[ing.reference] = evaluate_model(ing.create_model(), data, desc=f"eval {ing.name}"[:40],
+                                                **_eval_kwargs(args))
+    rows = []
+    by_sha = {ing.sha256: ing.reference for ing in ings}
+    for ing in ings:
+        row = dict(ing.describe(), **results[ing.reference].to_dict())
+        parents = _soup_parents(ing, by_sha)
+        if parents:
+            row["gain"] = soup_gain(results[ing.reference], [results[p] for p in parents])
+            row["gain_against"] = parents
+        rows.append(row)
+    doc = {"data": data.describe(), "models": rows}
+    if args.json:
+        _print_json(doc)
+    else:
+        _print_eval_table(doc)
+    return doc
+
+
+def _soup_parents(ing, by_sha: dict) -> list[str]:
+    """If ``ing`` is a soup folder whose ingredients are all among the evaluated models, their references."""
+    manifest = ing.resolved.folder / "soup.json"
+    if not manifest.is_file():
+        return []
+    try:
+        entries = [e for e in json.loads(manifest.read_text()).get("ingredients", []) if e.get("weight", 1) > 0]
+    except ValueError:
+        return []
+    refs = [by_sha.get(e.get("sha256")) for e in entries]
+    return refs if refs and all(refs) else []
+
+
+# -- push ----------------------------------------------------------------------------------------------------
+def cmd_push(args) -> dict:
+    from .push import push
+
+    info = push(args.folder, args.repo_id, private=args.private or None, create_pr=args.create_pr,
+                revision=args.revision, token=args.token)
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"pushed {args.folder} to {info['repo_id']} @ {info['commit']}")
+        print(info["pr_url"] or info["url"])
+    return info
+
+
+# -- printing ------------------------------------------------------------------------------------------------
+def _print_json(doc) -> None:
+    from .hub_format import _json_default
+
+    sys.stdout.write(json.dumps(doc, indent=2, default=_json_default) + "\n")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _pct(x):
+    return f"{100 * x:.2f}%"
+
+
+def _print_soup_tables(doc) -> None:
+    from rich.table import Table
+
+    console = _console()
+    split = doc["data"]["split"] if doc.get("data") else None
+    if split:
+        t = Table(title=f"{doc['recipe']} soup on {doc['data']['dataset']} [{split}, {doc['data']['num_samples']} "
+                        f"images]")
+        for c in ("model", "weights", "accuracy", "loss", "acc gain", "loss gain"):
+            t.add_column(c, justify="left" if c == "model" else "right")
+        for ing in doc["ingredients"]:
+            r = ing["results"].get(split)
+            if r:
+                t.add_row(ing["reference"], "", _pct(r["accuracy"]), f"{r['loss']:.4f}", "", "")
+        for s in doc["soups"]:
+            r = s["results"][split]
+            label = "soup" + (f" α={s['alpha']:g}" if "alpha" in s else "")
+            t.add_row(label, ",".join(f"{w:.3g}" for w in s["weights"]), _pct(r["accuracy"]), f"{r['loss']:.4f}",
+                      f"{100 * r['gain']['accuracy_gain']:+.2f}", f"{r['gain']['loss_gain']:+.4f}")
+        console.print(t)
+    for s in doc["soups"]:
+        where = f"written to {s['out']}" if s["out"] else "not saved (--no-save)"
+        label = f"α={s['alpha']:g}" if "alpha" in s else s["recipe"]
+        console.print(f"{label}: {where}")
+
+
+def _print_eval_table(doc) -> None:
+    from rich.table import Table
+
+    d = doc["data"]
+    t = Table(title=f"{d['dataset']} [{d['split']}, {d['num_samples']} images]")
+    for c in ("model", "accuracy", "loss", "acc gain", "loss gain"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for r in doc["models"]:
+        g = r.get("gain")
+        t.add_row(r["reference"], _pct(r["accuracy"]), f"{r['loss']:.4f}",
+                  f"{100 * g['accuracy_gain']:+.2f}" if g else "", f"{g['loss_gain']:+.4f}" if g else "")
+    _console().print(t)
+
+
+# -- parser --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="hfsoup", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Model soups for timm models on the Hugging Face Hub: average the weights of fine-tuned "
+                    "models (Hub ids, id@revision, local folders) into one model, evaluate and publish it.",
+        epilog=_examples("""
+            hfsoup mix org/a org/b --alpha 0.5 --out ./soup-ab
+            hfsoup mix ./a ./b --alpha 0,0.25,0.5,0.75,1 --out ./curve
+            hfsoup soup ./m1 ./m2 ./m3 --recipe uniform --out ./soup-u
+            hfsoup eval ./soup-ab ./a ./b --dataset uoft-cs/cifar100 --split test
+            hfsoup push ./soup-ab org/soup-ab --private"""))
+    parser.add_argument("--version", action="version", version=f"hfsoup {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("mix", help="interpolate two models: (1-α)·A + α·B", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="θ = (1 − α)·θ_A + α·θ_B, tensor by tensor. α is the weight of the second model: "
+                                   "α = 0 gives A exactly, α = 1 gives B. A comma list of α writes one soup per value "
+                                   "(OUT/alpha-0.250, …).",
+                       epilog=_examples("""
+                           hfsoup mix org/a org/b --alpha 0.5 --out ./soup-ab
+                           hfsoup mix org/a@3f2c1e0 ./b --alpha 0,0.25,0.5,0.75,1 --out ./curve
+                           hfsoup mix ./a ./b --alpha 0.5 --out ./soup-ab --eval-split test --dataset ./cifar100 --json"""))
+    p.add_argument("models", nargs="+", metavar="MODEL", help="two model references (Hub id[@rev], hf-hub:…, folder)")
+    p.add_argument("--alpha", default="0.5", help="weight of the second model, or a comma list (default: 0.5)")
+    _add_model_options(p)
+    _add_output_options(p)
+    _add_data_options(p, split_flag="--eval-split", default_split=None)
+    p.set_defaults(func=cmd_mix)
+
+    p = sub.add_parser("soup", help="soup two or more models with a recipe",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Average two or more models with a recipe. uniform: equal weights. Without "
+                                   "--eval-split only the soup is written (no data needed).",
+                       epilog=_examples("""
+                           hfsoup soup ./m1 ./m2 ./m3 --recipe uniform --out ./soup-u
+                           hfsoup soup org/m1 org/m2 --recipe uniform --out ./soup --eval-split test --json"""))
+    p.add_argument("models", nargs="+", metavar="MODEL", help="model references (Hub id[@rev], hf-hub:…, folder)")
+    p.add_argument("--recipe", default="uniform", help="soup recipe: " + ", ".join(SOUP_RECIPES))
+    _add_model_options(p)
+    _add_output_options(p)
+    _add_data_options(p, split_flag="--eval-split", default_split=None)
+    for module in SOUP_OPTION_MODULES:
+        importlib.import_module(module).add_soup_options(p)
+    p.set_defaults(func=cmd_soup)
+
+    p = sub.add_parser("eval", help="accuracy and loss of models on a dataset split",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Top-1 accuracy and mean cross-entropy of each model. A soup folder listed with "
+                                   "all its ingredients also gets its soup gain.",
+                       epilog=_examples("""
+                           hfsoup eval ./soup-ab ./a ./b --dataset uoft-cs/cifar100 --split test
+                           hfsoup eval org/a@main --dataset ./cifar100-parquet --split val --limit 500 --json"""))
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    _add_model_options(p)
+    _add_data_options(p, split_flag="--split", default_split="test")
+    p.add_argument("--revision", dest="dataset_revision", default=None, help="alias of --dataset-revision")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of a table")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("push", help="upload a model folder to the Hub in one commit",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Upload model.safetensors, config.json, README.md and soup.json as one commit. "
+                                   "The token comes from HF_TOKEN or `hf auth login` and is never printed.",
+                       epilog=_examples("""
+                           hfsoup push ./soup-ab org/soup-ab --private
+                           hfsoup push ./soup-ab org/soup-ab --create-pr"""))
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true", help="create the repo as private")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    p.add_argument("--revision", default=None, help="branch to commit to (created if missing)")
+    p.add_argument("--token", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_push)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    args.quiet = args.quiet or bool(os.environ.get("HFSOUP_NO_PROGRESS"))
+    try:
+        args.func(args)
+    except HfSoupError as e:
+        print(f"hfsoup: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("hfsoup: interrupted (outputs are written atomically: nothing partial was left)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: one line, traceback on request
+        if os.environ.get("HFSOUP_DEBUG"):
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"hfsoup: internal error: {type(e).__name__}: {first} (set HFSOUP_DEBUG=1 for the traceback, and "
+              f"please report it)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model-card templates (Jinja2, rendered through ``huggingface_hub.ModelCard.from_template``)."""
