@@ -249,13 +249,14 @@ def _pct(x):
 
 
 def _print_soup_tables(doc) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
     split = doc["data"]["split"] if doc.get("data") else None
     if split:
-        t = Table(title=f"{doc['recipe']} soup on {doc['data']['dataset']} [{split}, {doc['data']['num_samples']} "
-                        f"images]")
+        t = Table(title=escape(f"{doc['recipe']} soup on {doc['data']['dataset']} [{split}, "
+                               f"{doc['data']['num_samples']} images]"))
         for c in ("model", "weights", "accuracy", "loss", "acc gain", "loss gain"):
             t.add_column(c, justify="left" if c == "model" else "right")
         for ing in doc["ingredients"]:
@@ -275,10 +276,11 @@ def _print_soup_tables(doc) -> None:
 
 
 def _print_eval_table(doc) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     d = doc["data"]
-    t = Table(title=f"{d['dataset']} [{d['split']}, {d['num_samples']} images]")
+    t = Table(title=escape(f"{d['dataset']} [{d['split']}, {d['num_samples']} images]"))
     for c in ("model", "accuracy", "loss", "acc gain", "loss gain"):
         t.add_column(c, justify="left" if c == "model" else "right")
     for r in doc["models"]:
