@@ -81,3 +81,4 @@ def write_parquet_dataset(root: Path, n_train: int = 60, n_test: int = 40, **kwa
 @pytest.fixture(scope="session")
 def cifar_parquet(tmp_path_factory):
     return write_parquet_dataset(tmp_path_factory.mktemp("cifar100"))
+from hub_fixtures import *  # noqa: E402,F401,F403 - loopback Hub stand-in fixtures (hub, hub_offline, run_cli)

@@ -1,0 +1,211 @@
+"""The Hub spine through the loopback stand-in (tests/hub_server.py) with the real ``huggingface_hub`` client:
+push, pull by id and pinned sha, mix from Hub ids, soup cards, timm ``hf-hub:`` loading, offline cache, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import save_model_dir
+
+
+def _state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _front_matter(text: str) -> dict:
+    import yaml
+
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+@pytest.fixture
+def pushed(hub, tmp_path):
+    """Two tiny models pushed as org/a and org/b through the Python API."""
+    from hfsoup.push import push
+
+    out = {}
+    for i, name in enumerate(("org/a", "org/b")):
+        folder = save_model_dir(tmp_path / name.split("/")[1], seed=i, bn_steps=1)
+        out[name] = (folder, push(folder, name))
+    return out
+
+
+# -- stand-in sanity -------------------------------------------------------------------------------------------
+def test_stand_in_basic_api(hub, tmp_path):
+    from huggingface_hub import HfApi, file_exists, hf_hub_download, list_repo_files, model_info
+
+    api = HfApi()
+    assert api.whoami()["name"] == hub.user
+    api.create_repo("org/x")
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "a.txt").write_text("hello")
+    (tmp_path / "f" / "sub").mkdir()
+    (tmp_path / "f" / "sub" / "b.txt").write_text("world")
+    info = api.upload_folder(folder_path=str(tmp_path / "f"), repo_id="org/x")
+    assert len(info.oid) == 40
+    assert sorted(list_repo_files("org/x")) == [".gitattributes", "a.txt", "sub/b.txt"]
+    assert model_info("org/x").sha == info.oid
+    assert file_exists("org/x", "sub/b.txt") and not file_exists("org/x", "nope.txt")
+    assert open(hf_hub_download("org/x", "sub/b.txt")).read() == "world"
+    # unchanged files are not re-committed (preupload reports the remote oid)
+    again = api.upload_folder(folder_path=str(tmp_path / "f"), repo_id="org/x")
+    assert again.oid == info.oid and len(hub.commits("org/x")) == 2
+    c = api.create_collection("Zoo", namespace="org")
+    api.add_collection_item(c.slug, "org/x", "model", note="hi")
+    assert [i.item_id for i in api.get_collection(c.slug).items] == ["org/x"]
+    assert api.create_collection("Zoo", namespace="org", exists_ok=True).slug == c.slug
+
+
+def test_stand_in_failure_injection(hub, tmp_path):
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi()
+    api.create_repo("org/y")
+    (tmp_path / "a.txt").write_text("x")
+    hub.fail_next(1, status=429)
+    with pytest.raises(HfHubHTTPError) as e:
+        api.upload_file(path_or_fileobj=str(tmp_path / "a.txt"), path_in_repo="a.txt", repo_id="org/y")
+    assert e.value.response.status_code == 429
+    api.upload_file(path_or_fileobj=str(tmp_path / "a.txt"), path_in_repo="a.txt", repo_id="org/y")
+    assert hub.count("POST", "/commit/") == 2
+
+
+# -- push / pull -----------------------------------------------------------------------------------------------
+def test_push_and_pull_by_id_and_sha(pushed, hub):
+    from hfsoup.references import resolve
+
+    folder, info = pushed["org/a"]
+    assert info["commit"] == hub.head("org/a").sha
+    assert set(hub.head("org/a").files) >= {"model.safetensors", "config.json", "README.md"}
+    r = resolve("org/a")
+    assert r.commit == info["commit"]
+    assert all(torch.equal(v, _state(folder)[k]) for k, v in _state(r.folder).items())
+    # a newer commit on main; the pinned sha still gives the old weights
+    from hfsoup.push import push
+
+    newer = save_model_dir(folder.parent / "a2", seed=7)
+    info2 = push(newer, "org/a")
+    assert info2["commit"] != info["commit"]
+    pinned = resolve(f"org/a@{info['commit']}")
+    assert pinned.commit == info["commit"]
+    assert torch.equal(_state(pinned.folder)["fc.weight"], _state(folder)["fc.weight"])
+    assert resolve("org/a").commit == info2["commit"]
+
+
+def test_cli_push_subprocess_token_never_printed(hub, tmp_path, run_cli):
+    folder = save_model_dir(tmp_path / "m", seed=3)
+    p = run_cli(["push", folder, "org/cli-model", "--json"], hub.env)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["commit"] == hub.head("org/cli-model").sha
+    assert hub.token not in p.stdout + p.stderr
+    p = run_cli(["push", folder, "org/cli-model2"], hub.env)
+    assert p.returncode == 0 and hub.token not in p.stdout + p.stderr
+    assert "org/cli-model2" in p.stdout
+
+
+def test_cli_mix_from_hub_ids_records_shas_and_push_soup(pushed, hub, tmp_path, run_cli):
+    sha_a, sha_b = pushed["org/a"][1]["commit"], pushed["org/b"][1]["commit"]
+    out = tmp_path / "soup"
+    p = run_cli(["mix", "org/a", f"org/b@{sha_b}", "--alpha", "0.5", "--out", out], hub.env)
+    assert p.returncode == 0, p.stderr
+    manifest = json.loads((out / "soup.json").read_text())
+    assert sorted(json.dumps(manifest["ingredients"]).count(s) > 0 for s in (sha_a, sha_b)) == [True, True]
+    a, b, s = _state(pushed["org/a"][0]), _state(pushed["org/b"][0]), _state(out)
+    assert torch.allclose(s["fc.weight"], 0.5 * a["fc.weight"] + 0.5 * b["fc.weight"], atol=1e-6)
+    # push the soup and pull it back
+    p = run_cli(["push", out, "org/soup-ab", "--json"], hub.env)
+    assert p.returncode == 0, p.stderr
+    assert hub.token not in p.stdout + p.stderr
+    card = hub.head("org/soup-ab").files["README.md"].decode()
+    fm = _front_matter(card)
+    assert fm["base_model_relation"] == "merge"
+    assert set(fm["base_model"]) == {"org/a", "org/b"}
+    assert {"merge", "model-soup"} <= set(fm["tags"])
+    assert fm["library_name"] == "timm"
+    assert "soup.json" in hub.head("org/soup-ab").files
+    from hfsoup.references import resolve
+
+    back = resolve("org/soup-ab")
+    assert torch.equal(_state(back.folder)["fc.weight"], s["fc.weight"])
+    assert (back.folder / "config.json").is_file()
+
+
+def test_timm_hf_hub_reload_bit_exact(pushed):
+    import timm
+
+    import hfsoup  # noqa: F401  (registers the CIFAR models)
+
+    folder, info = pushed["org/a"]
+    model = timm.create_model(f"hf-hub:org/a@{info['commit']}", pretrained=True)
+    ref = _state(folder)
+    got = model.state_dict()
+    assert set(got) == set(ref)
+    assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_create_pr_and_private(hub, tmp_path, run_cli):
+    from huggingface_hub import HfApi
+
+    folder = save_model_dir(tmp_path / "m", seed=1)
+    p = run_cli(["push", folder, "org/priv", "--private", "--json"], hub.env)
+    assert p.returncode == 0, p.stderr
+    assert hub.repos[("model", "org/priv")].private
+    assert HfApi().model_info("org/priv").private
+    other = save_model_dir(tmp_path / "m2", seed=2)
+    p = run_cli(["push", other, "org/priv", "--create-pr", "--json"], hub.env)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["pr_url"].endswith("/discussions/1")
+    repo = hub.repos[("model", "org/priv")]
+    assert repo.refs["refs/pr/1"] == doc["commit"] and repo.refs["main"] != doc["commit"]
+    # a private repo is invisible without the token
+    env = {k: v for k, v in hub.env.items() if k != "HF_TOKEN"}
+    p = run_cli(["mix", "org/priv", "org/priv", "--alpha", "0.5", "--out", tmp_path / "s"], env)
+    assert p.returncode == 2 and "org/priv" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, run_cli):
+    from hfsoup.errors import ModelReferenceError
+    from hfsoup.references import resolve
+
+    with pytest.raises(ModelReferenceError, match="org/missing"):
+        resolve("org/missing")
+    with pytest.raises(ModelReferenceError, match="revision 'nope'"):
+        resolve("org/a@nope")
+    p = run_cli(["mix", "org/missing", "org/a", "--out", tmp_path / "s"], hub.env)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1 and "org/missing" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli(["mix", "org/a@nope", "org/b", "--out", tmp_path / "s"], hub.env)
+    assert p.returncode == 2
+    assert len(p.stderr.strip().splitlines()) == 1 and "nope" in p.stderr
+
+
+def test_offline_cache(pushed, hub, hub_offline, tmp_path, run_cli):
+    from hfsoup.errors import OfflineError
+    from hfsoup.references import resolve
+
+    sha = pushed["org/a"][1]["commit"]
+    online = resolve("org/a")  # fills the cache
+    resolve(f"org/b@{pushed['org/b'][1]['commit']}")
+    hub_offline()
+    n = len(hub.requests)
+    assert resolve("org/a").commit == sha == online.commit
+    with pytest.raises(OfflineError):
+        resolve("org/never-cached")
+    p = run_cli(["mix", "org/a", f"org/b@{pushed['org/b'][1]['commit']}", "--out", tmp_path / "s"], hub.env)
+    assert p.returncode == 0, p.stderr
+    p = run_cli(["mix", "org/a", "org/never-cached", "--out", tmp_path / "s2"], hub.env)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "org/never-cached" in lines[0] and "Traceback" not in p.stderr
+    assert "HF_HUB_OFFLINE" in lines[0]
+    assert len(hub.requests) == n  # offline means offline
