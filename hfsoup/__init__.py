@@ -19,8 +19,15 @@ from .ingredients import Ingredient, build_model, check_compatible, load_ingredi
 from .push import push
 from .references import ModelRef, parse_reference, resolve
 from .soup import Soup, mix, parse_alphas, uniform_soup, weighted_soup
+from .robustness import evaluate_corrupted  # noqa: E402  (CIFAR-100-C evaluation)
+from .greedy import greedy_soup  # noqa: E402  (selection recipes: greedy, RADIN, ensemble baseline, BN recal.)
+from .radin import radin_soup  # noqa: E402
+from .ensemble import ensemble_evaluate  # noqa: E402
+from .bn import recalibrate_bn  # noqa: E402
 
-__all__ = [
+__all__ = ["greedy_soup", "radin_soup", "ensemble_evaluate", "recalibrate_bn"]  # extended below
+
+__all__ += [
     "__version__", "average", "check_weights", "INTEGER_POLICIES", "ImageData", "load_image_data",
     "heldout_indices", "EvalResult", "evaluate", "evaluate_model", "predict_logits", "metrics_from_logits",
     "soup_gain", "write_model_folder", "Ingredient", "load_ingredient", "load_ingredients", "check_compatible",
@@ -29,3 +36,4 @@ __all__ = [
     "CorruptFileError", "IncompatibleModelsError", "InvalidWeightsError", "NonFiniteError", "DatasetError",
     "OutputExistsError", "PushError",
 ]
+__all__ += ["evaluate_corrupted"]

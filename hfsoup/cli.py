@@ -19,11 +19,14 @@ from typing import Callable
 from .errors import HfSoupError
 
 #: Modules that add sub-commands: each has ``register(subparsers)``.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["hfsoup.data_cli"]
 #: ``hfsoup soup --recipe NAME``: NAME -> "module:function"; function(ingredients, args, ctx) -> Soup | None.
-SOUP_RECIPES: dict[str, str] = {"uniform": "hfsoup.cli:_recipe_uniform"}
+SOUP_RECIPES: dict[str, str] = {"uniform": "hfsoup.bn:recipe_uniform", "greedy": "hfsoup.greedy:recipe_greedy",
+                                 "radin": "hfsoup.radin:recipe_radin", "ensemble": "hfsoup.ensemble:recipe_ensemble"}
+#: Recipes that only report (write no model): no --out needed.
+SOUP_REPORT_ONLY: set[str] = {"ensemble"}
 #: Modules with ``add_soup_options(parser)``: recipe-specific options of ``hfsoup soup``.
-SOUP_OPTION_MODULES: list[str] = []
+SOUP_OPTION_MODULES: list[str] = ["hfsoup.greedy", "hfsoup.radin", "hfsoup.bn"]
 
 
 # -- shared options ------------------------------------------------------------------------------------------
@@ -48,6 +51,7 @@ def _add_data_options(p: argparse.ArgumentParser, *, split_flag: str, default_sp
     g.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default: %(default)s)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    importlib.import_module("hfsoup.robustness").add_corrupted_options(p)  # --eval-corrupted, --corruptions, --severity (CIFAR-100-C)
 
 
 def _add_output_options(p: argparse.ArgumentParser, default_out: str | None = None) -> None:
@@ -106,7 +110,7 @@ def cmd_soup(args) -> dict:
     from .ingredients import load_ingredients
 
     recipe = _resolve_recipe(args.recipe)
-    outs = _plan_outputs(args, None)
+    outs = [None] if args.recipe in SOUP_REPORT_ONLY else _plan_outputs(args, None)
     ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, min_count=2)
     data = _load_data(args) if args.split else None
     ctx = {"ingredient_results": {}, "eval_data": data}
@@ -146,6 +150,7 @@ def _finish_soup(soup, args, data, out, ctx, extra=None) -> dict:
         soup.evaluate(data, ingredient_results=ctx["ingredient_results"], **_eval_kwargs(args))
         ctx["ingredient_results"].update(
             {k: v for k, v in soup.results[data.split]["models"].items() if k != "soup"})
+    importlib.import_module("hfsoup.robustness").evaluate_soup_cli(soup, args, data, ctx)  # with --eval-corrupted: CIFAR-100-C results
     if out is not None:
         soup.save(out, force=args.force)
     row = dict(extra or {})
@@ -173,6 +178,7 @@ def _report(args, recipe, ings, soups, data, ctx) -> dict:
         _print_json(doc)
     else:
         _print_soup_tables(doc)
+        importlib.import_module("hfsoup.robustness").print_soup_tables(doc)
     return doc
 
 
@@ -182,6 +188,8 @@ def cmd_eval(args) -> dict:
     from .ingredients import load_ingredients
 
     ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, check=False)
+    if importlib.import_module("hfsoup.robustness").wants_corrupted(args):  # --dataset cifar100-c=SRC or --eval-corrupted
+        return importlib.import_module("hfsoup.robustness").cmd_eval_corrupted(args, ings)
     data = _load_data(args)
     results = {}
     for ing in ings:
