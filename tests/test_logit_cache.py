@@ -1,0 +1,83 @@
+"""Logit cache: location, hit on rerun (no forward pass), invalidation on new weights or new split, --no-cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hfsoup
+from hfsoup import logit_cache
+from hfsoup.ingredients import load_ingredients
+from test_greedy import tiny_data
+from conftest import make_model
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = []
+    real = logit_cache.predict_logits
+
+    def spy(model, data, **kw):
+        calls.append(data.fingerprint)
+        return real(model, data, **kw)
+
+    monkeypatch.setattr(logit_cache, "predict_logits", spy)
+    return calls
+
+
+def test_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "c"))
+    assert logit_cache.logits_dir() == tmp_path / "c" / "logits"
+    monkeypatch.delenv("HFSOUP_CACHE")
+    from huggingface_hub import constants
+
+    assert logit_cache.logits_dir() == __import__("pathlib").Path(constants.HF_HOME) / "hfsoup" / "logits"
+
+
+def test_cache_hit_and_invalidation(tmp_path, monkeypatch, counted):
+    from hfsoup.hub_format import save_model
+
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
+    dirs = [str(save_model(make_model(i, num_classes=10), tmp_path / f"m{i}")) for i in range(3)]
+    data = tiny_data(n=16)
+    first = hfsoup.greedy_soup(dirs, data)
+    assert len(counted) == 3 and first.log["cost"]["ingredient_passes"] == 3
+    ings = load_ingredients(dirs)
+    path = logit_cache.cache_path(ings[0], data)
+    assert path.is_file() and path.parent.name == ings[0].sha256 and path.name.startswith(data.fingerprint)
+    assert not list(path.parent.glob(".*tmp*"))  # atomic writes leave no temporary file
+
+    counted.clear()
+    again = hfsoup.greedy_soup(dirs, data)  # rerun: every ingredient from the cache
+    assert counted == [] and again.log["cost"]["cache_hits"] == 3
+    assert again.log["order"] == first.log["order"]
+    hfsoup.radin_soup(dirs, data, budget=1, candidates=5)  # the other recipe reuses them too
+    hfsoup.ensemble_evaluate(dirs, data)
+    assert counted == []
+
+    other = tiny_data(n=16, seed=9)  # a different split: recomputed
+    hfsoup.ensemble_evaluate(dirs, other)
+    assert counted == [other.fingerprint] * 3
+
+    counted.clear()  # new weights in the same folder: new content hash, recomputed
+    save_model(make_model(99, num_classes=10), tmp_path / "m0", force=True)
+    hfsoup.ensemble_evaluate(dirs, data)
+    assert len(counted) == 1
+
+    counted.clear()  # --no-cache: always recomputed, nothing written
+    n_files = len(list((tmp_path / "cache").rglob("*.safetensors")))
+    hfsoup.ensemble_evaluate(dirs, data, cache=False)
+    assert len(counted) == 3 and len(list((tmp_path / "cache").rglob("*.safetensors"))) == n_files
+
+
+def test_corrupt_entry_is_recomputed(tmp_path, monkeypatch, counted):
+    from hfsoup.hub_format import save_model
+
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
+    d = str(save_model(make_model(0, num_classes=10), tmp_path / "m"))
+    (ing,) = load_ingredients([d], min_count=1)
+    data = tiny_data(n=8)
+    a = logit_cache.ingredient_logits(ing, data, progress=False)
+    logit_cache.cache_path(ing, data).write_bytes(b"garbage")
+    b = logit_cache.ingredient_logits(ing, data, progress=False)
+    assert len(counted) == 2 and torch.equal(a, b)

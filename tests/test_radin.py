@@ -1,0 +1,145 @@
+"""RADIN: candidate generation, vectorised proxy scores, budget of real evaluations, winner, prior direction, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hfsoup
+from hfsoup import radin as radin_mod
+from hfsoup.radin import generate_candidates, membership_matrix, num_subsets, objective, proxy_scores
+from test_greedy import tiny_data
+from conftest import make_model
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "hfsoup-cache"))
+
+
+@pytest.fixture
+def five_models(tmp_path):
+    from hfsoup.hub_format import save_model
+
+    return [str(save_model(make_model(20 + i, num_classes=10, bn_steps=1), tmp_path / f"z{i}")) for i in range(5)]
+
+
+def test_candidates_monte_carlo():
+    c = generate_candidates(8, 30, seed=0)
+    assert len(c) == 31 and c[0] == tuple(range(8))
+    assert len(set(c)) == 31  # no repeats
+    assert all(2 <= len(s) <= 7 for s in c[1:])
+    assert all(list(s) == sorted(s) for s in c)
+    assert generate_candidates(8, 30, seed=0) == c  # reproducible
+    assert generate_candidates(8, 30, seed=1) != c
+
+
+def test_candidates_enumerated_for_small_n():
+    assert num_subsets(4) == 10
+    c = generate_candidates(4, 200, seed=0)
+    assert len(c) == 11 and len(set(c)) == 11
+    assert generate_candidates(2, 200) == [(0, 1)]  # only the uniform soup
+    # C close to the number of subsets: Monte-Carlo still terminates with distinct subsets
+    c = generate_candidates(5, num_subsets(5) - 1, seed=3)
+    assert len(set(c)) == num_subsets(5)
+
+
+def test_proxy_scores_match_independent_computation():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 30, 7, generator=g)
+    labels = torch.randint(0, 7, (30,), generator=g)
+    cands = generate_candidates(5, 12, seed=0)
+    loss, acc = proxy_scores(logits, labels, membership_matrix(cands, 5), max_elements=500)  # forces chunking
+    for i, c in enumerate(cands):
+        avg = logits[list(c)].double().mean(0)
+        assert loss[i].item() == pytest.approx(F.cross_entropy(avg, labels).item(), rel=1e-9)
+        assert acc[i].item() == pytest.approx((avg.argmax(1) == labels).double().mean().item())
+
+
+def test_prior_direction():
+    loss = torch.tensor([1.0, 0.5, 0.6], dtype=torch.float64)
+    acc = torch.tensor([0.5, 0.7, 0.6], dtype=torch.float64)
+    sizes = torch.tensor([5.0, 2.0, 3.0])
+    # λ = 0: the best proxy first; λ > 0 favours larger soups; λ < 0 smaller ones (objective: lower is better)
+    assert objective(loss, acc, sizes, "loss", 0.0).argmin().item() == 1
+    assert objective(loss, acc, sizes, "loss", 1.0).argmin().item() == 0
+    assert objective(acc, acc, sizes, "accuracy", 0.0).argmin().item() == 1
+    assert objective(loss, acc, sizes, "accuracy", 1.0).argmin().item() == 0
+    assert objective(loss, acc, sizes, "loss", -1.0).argmin().item() == 1
+
+
+def test_radin_budget_winner_and_log(five_models, monkeypatch):
+    data = tiny_data(n=40, seed=5)
+    calls = []
+    real = radin_mod.evaluate_state_dict
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(radin_mod, "evaluate_state_dict", counting)
+    soup = hfsoup.radin_soup(five_models, data, budget=4, candidates=10, seed=0)
+    log = soup.log
+    assert len(calls) == 4 and log["evaluations"] == 4 and log["cost"]["soup_passes"] == 4
+    assert log["num_candidates"] == 11 and log["candidates"][0]["uniform"]
+    evaluated = [c for c in log["candidates"] if c.get("evaluated")]
+    assert len(evaluated) == 4
+    # the evaluated ones are the top 4 by objective (loss proxy, λ = 0)
+    ranked = sorted(log["candidates"], key=lambda c: (c["objective"], c["id"]))
+    assert [c["id"] for c in ranked[:4]] == log["evaluated"]
+    assert all(c["objective"] == pytest.approx(c["proxy_loss"]) for c in log["candidates"])
+    best = max(evaluated, key=lambda c: (c["accuracy"], -c["objective"]))
+    assert log["winner"]["id"] == best["id"]
+    members = log["winner"]["members"]
+    assert soup.weights == pytest.approx([1 / len(members) if i in members else 0.0 for i in range(5)])
+    ref = hfsoup.average([soup.ingredients[i] for i in members])
+    assert all(torch.equal(soup.state_dict[k], ref[k]) for k in ref)
+    assert soup.results["val"]["models"]["soup"].accuracy == best["accuracy"]
+    # reproducible
+    again = hfsoup.radin_soup(five_models, data, budget=4, candidates=10, seed=0)
+    assert [c["members"] for c in again.log["candidates"]] == [c["members"] for c in log["candidates"]]
+    assert again.log["winner"] == log["winner"]
+
+
+def test_radin_large_prior_picks_uniform_at_budget_one(five_models):
+    data = tiny_data(n=20, seed=6)
+    soup = hfsoup.radin_soup(five_models, data, budget=1, candidates=8, prior_lambda=1.0, seed=0)
+    assert soup.log["winner"]["members"] == [0, 1, 2, 3, 4]
+    soup = hfsoup.radin_soup(five_models, data, budget=1, candidates=8, prior_lambda=-1.0, seed=0)
+    assert len(soup.log["winner"]["members"]) == 2
+
+
+@pytest.mark.parametrize("args, fragment", [(["--budget", "0"], "--budget"),
+                                            (["--candidates", "-3"], "--candidates")])
+def test_cli_radin_bad_options_one_line(model_dirs, cifar_parquet, capsys, args, fragment):
+    from hfsoup.cli import main
+
+    code = main(["-q", "soup", *map(str, model_dirs), "--recipe", "radin", "--dataset", str(cifar_parquet),
+                 "--no-save", *args])
+    assert code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("hfsoup: error:") and fragment in err[0]
+
+
+def test_cli_radin_and_ensemble(model_dirs, cifar_parquet, tmp_path, capsys):
+    from hfsoup.cli import main
+
+    out = tmp_path / "radin"
+    assert main(["-q", "soup", *map(str, model_dirs), "--recipe", "radin", "--budget", "2", "--candidates", "200",
+                 "--prior-lambda", "1", "--seed", "0", "--dataset", str(cifar_parquet), "--out", str(out),
+                 "--json"]) == 0
+    capsys.readouterr()
+    log = json.loads((out / "soup.json").read_text())["decision_log"]
+    assert log["enumerated"] and log["num_candidates"] == 4 and log["evaluations"] == 2
+    assert log["prior_lambda"] == 1.0 and log["winner"]["members"]
+    # ensemble: no --out needed, report only
+    assert main(["-q", "soup", *map(str, model_dirs), "--recipe", "ensemble", "--dataset", str(cifar_parquet),
+                 "--eval-split", "test", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["soups"] == [] and set(doc["ensemble"]) == {"val", "test"}
+    assert 0 <= doc["ensemble"]["test"]["ensemble"]["accuracy"] <= 1
+    assert all(i["results"].get("test") for i in doc["ingredients"])
