@@ -111,13 +111,12 @@ def _average_float(key, readers, dtype, acc_dtype) -> torch.Tensor:
 def _combine_integer(key, readers, dtype, policy) -> torch.Tensor:
     if policy == "first":
         return readers[0][1].get_tensor(key).clone()
-    tensors = [(w, reader.get_tensor(key)) for w, reader, _ in readers]
-    if policy == "max":
-        result = tensors[0][1].clone()
-        for _, t in tensors[1:]:
-            result = torch.maximum(result, t)
-        return result
-    acc = torch.zeros(tensors[0][1].shape, dtype=torch.float64)
-    for w, t in tensors:
-        acc.add_(t.to(torch.float64), alpha=w)
-    return acc.round().to(dtype)
+    result = None
+    for w, reader, _ in readers:  # streamed like floats: one ingredient's tensor at a time
+        t = reader.get_tensor(key)
+        if policy == "max":
+            result = t.clone() if result is None else torch.maximum(result, t)
+        else:
+            t = t.to(torch.float64) * w
+            result = t if result is None else result.add_(t)
+    return result if policy == "max" else result.round().to(dtype)

@@ -1,0 +1,150 @@
+"""Golden numerics of the averaging engine and the mix/uniform recipes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hfsoup
+from hfsoup import InvalidWeightsError, NonFiniteError
+from conftest import save_model_dir
+
+
+def _sd(folder):
+    return load_file(str(folder / "model.safetensors"))
+
+
+def test_uniform_soup_is_the_exact_mean(model_dirs):
+    soup = hfsoup.uniform_soup([str(d) for d in model_dirs])
+    sds = [_sd(d) for d in model_dirs]
+    assert soup.weights == pytest.approx([1 / 3] * 3)
+    for key, value in soup.state_dict.items():
+        if value.dtype.is_floating_point:
+            expected = torch.stack([sd[key].double() for sd in sds]).sum(0).div(3).to(value.dtype)
+            assert torch.equal(value, expected), key
+
+
+@pytest.mark.parametrize("alpha,which", [(0.0, 0), (1.0, 1)])
+def test_alpha_endpoints_give_the_inputs_bit_exactly(model_dirs, alpha, which):
+    soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), alpha)
+    expected = _sd(model_dirs[which])
+    assert soup.state_dict.keys() == expected.keys()
+    for key in expected:
+        assert soup.state_dict[key].dtype == expected[key].dtype
+        assert torch.equal(soup.state_dict[key], expected[key]), key
+
+
+def test_mix_weights_second_model_by_alpha(model_dirs):
+    a, b = _sd(model_dirs[0]), _sd(model_dirs[1])
+    soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.25)
+    assert soup.weights == [0.75, 0.25]
+    key = "fc.weight"
+    expected = (a[key].double() * 0.75 + b[key].double() * 0.25).float()
+    assert torch.equal(soup.state_dict[key], expected)
+
+
+def test_integer_buffers_keep_int64_and_follow_the_policy(model_dirs):
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs])
+    key = "bn1.num_batches_tracked"
+    values = [_sd(d)[key].item() for d in model_dirs]  # 1, 2, 3 forward passes in train mode
+    assert values == [1, 2, 3]
+    for policy, expected in [("mean", 2), ("max", 3), ("first", 1)]:
+        out = hfsoup.average(ings, integer_policy=policy)
+        assert out[key].dtype == torch.int64
+        assert out[key].item() == expected, policy
+    out = hfsoup.average(ings[:2], [0.25, 0.75], integer_policy="mean")
+    assert out[key].item() == round(0.25 * 1 + 0.75 * 2)
+
+
+def test_bn_running_stats_are_averaged_like_weights(model_dirs):
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs[:2]])
+    out = hfsoup.average(ings, [0.5, 0.5])
+    key = "bn1.running_var"
+    a, b = _sd(model_dirs[0])[key], _sd(model_dirs[1])[key]
+    assert torch.equal(out[key], ((a.double() + b.double()) / 2).float())
+
+
+def test_dtypes_are_preserved(tmp_path):
+    import timm
+
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m = timm.create_model("resnet10_cifar_nano").half()
+        dirs.append(hfsoup.hub_format.save_model(m, tmp_path / f"h{seed}"))
+    soup = hfsoup.mix(str(dirs[0]), str(dirs[1]), 0.5)
+    sd0 = _sd(dirs[0])
+    for key, value in soup.state_dict.items():
+        assert value.dtype == sd0[key].dtype
+    assert soup.state_dict["fc.weight"].dtype == torch.float16
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.6], [-0.5, 1.5], [float("nan"), 1.0], [0.0, 0.0], [1.0]])
+def test_bad_weights_are_rejected(model_dirs, weights):
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs[:2]])
+    with pytest.raises(InvalidWeightsError):
+        hfsoup.average(ings, weights)
+
+
+def test_weights_not_summing_to_one_are_normalised_on_request(model_dirs):
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs[:2]])
+    assert hfsoup.check_weights([1, 3], 2, normalize=True) == [0.25, 0.75]
+    a = hfsoup.average(ings, [1, 3], normalize=True)
+    b = hfsoup.average(ings, [0.25, 0.75])
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("alpha", ["-0.1", "1.5", "nan", "abc", ""])
+def test_alpha_outside_unit_interval_is_rejected(alpha):
+    with pytest.raises(InvalidWeightsError):
+        hfsoup.parse_alphas(alpha)
+
+
+def test_alpha_list_is_parsed():
+    assert hfsoup.parse_alphas("0,0.25,0.5,0.75,1") == [0, 0.25, 0.5, 0.75, 1]
+
+
+def test_non_finite_result_is_an_error(tmp_path):
+    good = save_model_dir(tmp_path / "good", seed=0)
+    model = hfsoup.build_model(hfsoup.load_ingredient(str(good)).config, None)
+    with torch.no_grad():
+        model.fc.weight[0, 0] = float("nan")
+    bad = hfsoup.hub_format.save_model(model, tmp_path / "bad")
+    with pytest.raises(NonFiniteError, match="fc.weight"):
+        hfsoup.mix(str(good), str(bad), 0.5)
+    # alpha = 0 never reads the second model: no NaN leaks in.
+    soup = hfsoup.mix(str(good), str(bad), 0.0)
+    assert torch.isfinite(soup.state_dict["fc.weight"]).all()
+
+
+def test_float32_accumulation_option(model_dirs):
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs])
+    out32 = hfsoup.average(ings, accumulate_dtype=torch.float32)
+    out64 = hfsoup.average(ings)
+    torch.testing.assert_close(out32["fc.weight"], out64["fc.weight"], rtol=1e-6, atol=1e-7)
+
+
+def test_peak_memory_does_not_hold_every_ingredient(model_dirs, monkeypatch):
+    """The engine reads one tensor at a time: at most one tensor per ingredient is alive per key."""
+    ings = hfsoup.load_ingredients([str(d) for d in model_dirs])
+    live, peak = [0], [0]
+    from hfsoup import ingredients as mod
+
+    orig = mod._SafeReader.get_tensor
+
+    class Tracked(torch.Tensor):
+        pass
+
+    def tracking(self, key):
+        t = orig(self, key)
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        import weakref
+
+        weakref.finalize(t, lambda: live.__setitem__(0, live[0] - 1))
+        return t
+
+    monkeypatch.setattr(mod._SafeReader, "get_tensor", tracking)
+    hfsoup.average(ings)
+    assert peak[0] <= 2  # the tensor being added and, at most, the previous one awaiting collection

@@ -1,0 +1,192 @@
+"""Model references, ingredients, compatibility checks and the round trip through timm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import hfsoup
+from hfsoup import (CorruptFileError, HfSoupError, IncompatibleModelsError, ModelReferenceError,
+                    UnsafeCheckpointError)
+from conftest import make_model, save_model_dir
+
+
+@pytest.mark.parametrize("text,repo,rev", [
+    ("org/name", "org/name", None),
+    ("org/name@v1.0", "org/name", "v1.0"),
+    ("hf-hub:org/name@0123456789abcdef0123456789abcdef01234567", "org/name",
+     "0123456789abcdef0123456789abcdef01234567"),
+    ("hf-hub:org/name", "org/name", None),
+])
+def test_parse_hub_references(text, repo, rev):
+    ref = hfsoup.parse_reference(text)
+    assert (ref.repo_id, ref.revision, ref.is_local) == (repo, rev, False)
+
+
+def test_parse_local_references(tmp_path):
+    assert hfsoup.parse_reference(str(tmp_path)).local_path == tmp_path
+    assert hfsoup.parse_reference(f"local-dir:{tmp_path}").local_path == tmp_path
+    assert hfsoup.parse_reference("./does/not/exist").is_local
+
+
+@pytest.mark.parametrize("text", ["", "org/na me", "a/b/c@x y", "org//name"])
+def test_bad_references_are_one_line_errors(text):
+    with pytest.raises(ModelReferenceError):
+        hfsoup.resolve(text)
+
+
+def test_missing_folder_and_missing_files(tmp_path):
+    with pytest.raises(ModelReferenceError, match="does not exist"):
+        hfsoup.load_ingredient(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelReferenceError, match="config.json"):
+        hfsoup.load_ingredient(str(tmp_path / "empty"))
+    d = save_model_dir(tmp_path / "m", seed=0)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ModelReferenceError, match="model.safetensors"):
+        hfsoup.load_ingredient(str(d))
+
+
+def test_ingredient_reads_header_metadata_and_layout(tmp_path):
+    d = save_model_dir(tmp_path / "m", seed=3, metadata={"branch_epoch": 200, "variant": 2})
+    ing = hfsoup.load_ingredient(str(d))
+    assert ing.architecture == "resnet10_cifar_nano"
+    assert ing.num_classes == 100
+    assert ing.metadata["branch_epoch"] == "200" and ing.metadata["format"] == "pt"
+    assert ing.tensors["fc.weight"].shape == (100, 64)
+    assert ing.tensors["bn1.num_batches_tracked"].dtype == torch.int64
+    assert len(ing.sha256) == 64
+
+
+def test_corrupt_safetensors_is_a_clear_error(tmp_path):
+    d = save_model_dir(tmp_path / "m", seed=0)
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated download
+    with pytest.raises(CorruptFileError, match="truncated"):
+        hfsoup.load_ingredient(str(d))
+    (d / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CorruptFileError):
+        hfsoup.load_ingredient(str(d))
+    (d / "config.json").write_text("{broken")
+    with pytest.raises(CorruptFileError, match="config.json"):
+        hfsoup.load_ingredient(str(d))
+
+
+def test_incompatible_architectures_and_shapes(tmp_path):
+    a = save_model_dir(tmp_path / "a", seed=0)
+    b = save_model_dir(tmp_path / "b", seed=0, arch="resnet10_cifar_tiny")
+    c = save_model_dir(tmp_path / "c", seed=0, num_classes=10)
+    with pytest.raises(IncompatibleModelsError, match="different architectures"):
+        hfsoup.load_ingredients([str(a), str(b)])
+    with pytest.raises(IncompatibleModelsError, match="fc.weight"):
+        hfsoup.load_ingredients([str(a), str(c)])
+
+
+def test_mismatched_keys_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    a = save_model_dir(tmp_path / "a", seed=0)
+    b = save_model_dir(tmp_path / "b", seed=1)
+    sd = load_file(str(b / "model.safetensors"))
+    sd["extra.weight"] = torch.zeros(2)
+    del sd["fc.bias"]
+    save_file(sd, str(b / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(IncompatibleModelsError) as e:
+        hfsoup.load_ingredients([str(a), str(b)])
+    assert "missing fc.bias" in str(e.value) and "unexpected extra.weight" in str(e.value)
+
+
+def test_one_ingredient_is_not_a_soup(tmp_path):
+    a = save_model_dir(tmp_path / "a", seed=0)
+    with pytest.raises(HfSoupError, match="at least 2"):
+        hfsoup.uniform_soup([str(a)])
+
+
+def test_pickle_checkpoints_need_opt_in(tmp_path):
+    import timm
+
+    model = make_model(0)
+    folder = tmp_path / "timm-bin"
+    timm.models.save_for_hf(model, str(folder), safe_serialization=False)
+    assert (folder / "pytorch_model.bin").exists() and not (folder / "model.safetensors").exists()
+    with pytest.raises(UnsafeCheckpointError, match="--allow-pickle"):
+        hfsoup.load_ingredient(str(folder))
+    ing = hfsoup.load_ingredient(str(folder), allow_pickle=True)
+    assert torch.equal(ing.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
+
+
+def test_accepts_folders_written_by_timm_save_for_hf(tmp_path):
+    import timm
+
+    folders = []
+    for seed in (0, 1):
+        model = make_model(seed, bn_steps=1)
+        timm.models.save_for_hf(model, str(tmp_path / f"t{seed}"), safe_serialization=True)
+        folders.append(str(tmp_path / f"t{seed}"))
+    soup = hfsoup.mix(*folders, 1.0)
+    assert torch.equal(soup.state_dict["conv1.weight"], make_model(1).state_dict()["conv1.weight"])
+
+
+def test_soup_reloads_bit_exactly_through_timm_local_dir(model_dirs, tmp_path):
+    import timm
+
+    soup = hfsoup.uniform_soup([str(d) for d in model_dirs])
+    out = soup.save(tmp_path / "soup")
+    model = timm.create_model(f"local-dir:{out}", pretrained=True)
+    assert type(model).__name__ == "CifarResNet"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, soup.state_dict[key]), key
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model.eval()(x), soup.create_model()(x))
+
+
+def test_written_files_and_metadata(model_dirs, tmp_path):
+    from safetensors import safe_open
+
+    soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.25)
+    out = soup.save(tmp_path / "soup")
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "soup.json"]
+    manifest = json.loads((out / "soup.json").read_text())
+    assert manifest["recipe"] == "mix" and manifest["parameters"]["alpha"] == 0.25
+    assert [i["weight"] for i in manifest["ingredients"]] == [0.75, 0.25]
+    assert manifest["ingredients"][0]["path"] == str(model_dirs[0].resolve())
+    assert manifest["sha256"] == hfsoup.ingredients.sha256_file(out / "model.safetensors")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["format"] == "pt" and meta["recipe"] == "mix"
+    assert json.loads(meta["weights"]) == [0.75, 0.25]
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == "resnet10_cifar_nano" and config["num_classes"] == 100
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: timm" in card and "- model-soup" in card
+    assert "- merge" in card
+
+
+def test_existing_output_is_not_overwritten_without_force(model_dirs, tmp_path):
+    soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.5)
+    out = tmp_path / "soup"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(hfsoup.OutputExistsError, match="--force"):
+        soup.save(out)
+    assert (out / "keep.txt").read_text() == "precious"
+    soup.save(out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or backup folders left
+
+
+def test_interrupted_write_leaves_nothing(model_dirs, tmp_path, monkeypatch):
+    soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.5)
+    from hfsoup import hub_format
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub_format, "_replace_dir", boom)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        soup.save(out / "soup")
+    assert list(out.iterdir()) == []
