@@ -17,6 +17,16 @@ def _state(folder):
     return load_file(str(folder / "model.safetensors"))
 
 
+def cli(capsys, *args):
+    """Run the CLI in-process (fast); returns (exit code, stdout, stderr)."""
+    from hfsoup.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 def _front_matter(text: str) -> dict:
     import yaml
 
@@ -106,24 +116,22 @@ def test_cli_push_subprocess_token_never_printed(hub, tmp_path, run_cli):
     doc = json.loads(p.stdout)
     assert doc["commit"] == hub.head("org/cli-model").sha
     assert hub.token not in p.stdout + p.stderr
-    p = run_cli(["push", folder, "org/cli-model2"], hub.env)
-    assert p.returncode == 0 and hub.token not in p.stdout + p.stderr
-    assert "org/cli-model2" in p.stdout
 
 
-def test_cli_mix_from_hub_ids_records_shas_and_push_soup(pushed, hub, tmp_path, run_cli):
+def test_cli_mix_from_hub_ids_records_shas_and_push_soup(pushed, hub, tmp_path, capsys):
     sha_a, sha_b = pushed["org/a"][1]["commit"], pushed["org/b"][1]["commit"]
     out = tmp_path / "soup"
-    p = run_cli(["mix", "org/a", f"org/b@{sha_b}", "--alpha", "0.5", "--out", out], hub.env)
-    assert p.returncode == 0, p.stderr
+    rc, _, err = cli(capsys, "mix", "org/a", f"org/b@{sha_b}", "--alpha", "0.5", "--out", out)
+    assert rc == 0, err
     manifest = json.loads((out / "soup.json").read_text())
     assert sorted(json.dumps(manifest["ingredients"]).count(s) > 0 for s in (sha_a, sha_b)) == [True, True]
     a, b, s = _state(pushed["org/a"][0]), _state(pushed["org/b"][0]), _state(out)
     assert torch.allclose(s["fc.weight"], 0.5 * a["fc.weight"] + 0.5 * b["fc.weight"], atol=1e-6)
     # push the soup and pull it back
-    p = run_cli(["push", out, "org/soup-ab", "--json"], hub.env)
-    assert p.returncode == 0, p.stderr
-    assert hub.token not in p.stdout + p.stderr
+    rc, stdout, err = cli(capsys, "push", out, "org/soup-ab", "--json")
+    assert rc == 0, err
+    assert hub.token not in stdout + err
+    assert json.loads(stdout)["commit"] == hub.head("org/soup-ab").sha
     card = hub.head("org/soup-ab").files["README.md"].decode()
     fm = _front_matter(card)
     assert fm["base_model_relation"] == "merge"
@@ -151,29 +159,29 @@ def test_timm_hf_hub_reload_bit_exact(pushed):
     assert all(torch.equal(got[k], ref[k]) for k in ref)
 
 
-def test_create_pr_and_private(hub, tmp_path, run_cli):
+def test_create_pr_and_private(hub, tmp_path, capsys, monkeypatch):
     from huggingface_hub import HfApi
 
     folder = save_model_dir(tmp_path / "m", seed=1)
-    p = run_cli(["push", folder, "org/priv", "--private", "--json"], hub.env)
-    assert p.returncode == 0, p.stderr
+    rc, _, err = cli(capsys, "push", folder, "org/priv", "--private", "--json")
+    assert rc == 0, err
     assert hub.repos[("model", "org/priv")].private
     assert HfApi().model_info("org/priv").private
     other = save_model_dir(tmp_path / "m2", seed=2)
-    p = run_cli(["push", other, "org/priv", "--create-pr", "--json"], hub.env)
-    assert p.returncode == 0, p.stderr
-    doc = json.loads(p.stdout)
+    rc, stdout, err = cli(capsys, "push", other, "org/priv", "--create-pr", "--json")
+    assert rc == 0, err
+    doc = json.loads(stdout)
     assert doc["pr_url"].endswith("/discussions/1")
     repo = hub.repos[("model", "org/priv")]
     assert repo.refs["refs/pr/1"] == doc["commit"] and repo.refs["main"] != doc["commit"]
     # a private repo is invisible without the token
-    env = {k: v for k, v in hub.env.items() if k != "HF_TOKEN"}
-    p = run_cli(["mix", "org/priv", "org/priv", "--alpha", "0.5", "--out", tmp_path / "s"], env)
-    assert p.returncode == 2 and "org/priv" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    monkeypatch.delenv("HF_TOKEN")
+    rc, _, err = cli(capsys, "mix", "org/priv", "org/priv", "--alpha", "0.5", "--out", tmp_path / "s")
+    assert rc == 2 and "org/priv" in err and len(err.strip().splitlines()) == 1
 
 
 # -- errors ----------------------------------------------------------------------------------------------------
-def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, run_cli):
+def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, capsys):
     from hfsoup.errors import ModelReferenceError
     from hfsoup.references import resolve
 
@@ -181,15 +189,15 @@ def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, run_cli):
         resolve("org/missing")
     with pytest.raises(ModelReferenceError, match="revision 'nope'"):
         resolve("org/a@nope")
-    p = run_cli(["mix", "org/missing", "org/a", "--out", tmp_path / "s"], hub.env)
-    assert p.returncode == 2
-    assert len(p.stderr.strip().splitlines()) == 1 and "org/missing" in p.stderr and "Traceback" not in p.stderr
-    p = run_cli(["mix", "org/a@nope", "org/b", "--out", tmp_path / "s"], hub.env)
-    assert p.returncode == 2
-    assert len(p.stderr.strip().splitlines()) == 1 and "nope" in p.stderr
+    rc, _, err = cli(capsys, "mix", "org/missing", "org/a", "--out", tmp_path / "s")
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "org/missing" in err and "Traceback" not in err
+    rc, _, err = cli(capsys, "mix", "org/a@nope", "org/b", "--out", tmp_path / "s")
+    assert rc == 2
+    assert len(err.strip().splitlines()) == 1 and "nope" in err
 
 
-def test_offline_cache(pushed, hub, hub_offline, tmp_path, run_cli):
+def test_offline_cache(pushed, hub, hub_offline, tmp_path, run_cli, capsys):
     from hfsoup.errors import OfflineError
     from hfsoup.references import resolve
 
@@ -201,8 +209,8 @@ def test_offline_cache(pushed, hub, hub_offline, tmp_path, run_cli):
     assert resolve("org/a").commit == sha == online.commit
     with pytest.raises(OfflineError):
         resolve("org/never-cached")
-    p = run_cli(["mix", "org/a", f"org/b@{pushed['org/b'][1]['commit']}", "--out", tmp_path / "s"], hub.env)
-    assert p.returncode == 0, p.stderr
+    rc, _, err = cli(capsys, "mix", "org/a", f"org/b@{pushed['org/b'][1]['commit']}", "--out", tmp_path / "s")
+    assert rc == 0, err
     p = run_cli(["mix", "org/a", "org/never-cached", "--out", tmp_path / "s2"], hub.env)
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
