@@ -50,7 +50,9 @@ class CorruptedResults:
         if severity is None:
             d["severities"] = self.severities
         else:
-            d["severity"] = severity
+            # model-index entries are told apart by dataset config: one per corruption set *and* severity
+            d.update(config=f"{self.corruption_set}-s{severity}", corruption_set=self.corruption_set,
+                     severity=severity)
             d["num_samples"] = sum(self.cells[self.models[0]][(c, severity)].num_samples
                                    for c in self.corruptions) if self.cells else 0
         return d

@@ -226,4 +226,4 @@ def test_cli_mix_eval_corrupted(converted, cifar_parquet, tmp_path, capsys):
     manifest = json.loads((out / "soup.json").read_text())
     assert manifest["results"][key]["models"]["soup"]["accuracy"] == pytest.approx(res[key]["accuracy"])
     card = (out / "README.md").read_text()
-    assert key.split("/")[1] in card  # dataset_config = corruption set in the model-index
+    assert "config: snow+fog-s3" in card  # model-index: one entry per corruption set and severity
