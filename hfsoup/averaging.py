@@ -92,16 +92,19 @@ def _average_float(key, readers, dtype, acc_dtype) -> torch.Tensor:
     equal = all(w == readers[0][0] for w, _, _ in readers)
     acc = None
     for w, reader, _ in readers:
-        t = reader.get_tensor(key).to(acc_dtype)
+        t = reader.get_tensor(key)
         scale = 1.0 if equal else w
         if acc is None:
-            acc = t * scale if scale != 1.0 else t.clone()  # never mutate a reader's tensor
+            acc = t.to(acc_dtype, copy=True)  # a fresh accumulator: never mutate a reader's tensor
+            if scale != 1.0:
+                acc.mul_(scale)
         else:
-            acc.add_(t, alpha=scale)
+            acc.add_(t, alpha=scale)  # promoted to the accumulator's dtype inside the kernel
     if equal and len(readers) > 1:
         acc.div_(len(readers))
     result = acc.to(dtype)
-    if not torch.isfinite(result).all():
+    # One float64 reduction detects NaN/Inf (and overflow when casting back) without a boolean mask.
+    if not torch.isfinite(result.sum(dtype=torch.float64)):
         bad = [ing.reference for _, reader, ing in readers if not torch.isfinite(reader.get_tensor(key)).all()]
         source = f" (non-finite values in {', '.join(bad)})" if bad else " (overflow when casting back)"
         raise NonFiniteError(f"averaged tensor '{key}' contains NaN/Inf{source}: check the ingredients")
