@@ -437,7 +437,10 @@ def _load_config(source: str, corruption: str, revision: str | None):
         if path.exists():
             if revision:
                 raise DatasetError(f"--corrupted-revision applies to Hub datasets, not the local folder '{source}'")
-            return datasets.load_dataset(str(path), corruption, split=SPLIT)
+            # a local folder may be reconverted in place (--force): datasets' cache key would not see it, so
+            # rebuild the arrow cache from the parquet files every time (cheap next to decoding).
+            return datasets.load_dataset(str(path), corruption, split=SPLIT, download_mode="force_redownload",
+                                         verification_mode="no_checks")
         return datasets.load_dataset(source, corruption, split=SPLIT, revision=revision)
     except DatasetError:
         raise
