@@ -19,7 +19,7 @@ from typing import Callable
 from .errors import HfSoupError
 
 #: Modules that add sub-commands: each has ``register(subparsers)``.
-COMMAND_MODULES: list[str] = ["hfsoup.data_cli"]
+COMMAND_MODULES: list[str] = ["hfsoup.data_cli", "hfsoup.zoo_cli", "hfsoup.demo"]
 #: ``hfsoup soup --recipe NAME``: NAME -> "module:function"; function(ingredients, args, ctx) -> Soup | None.
 SOUP_RECIPES: dict[str, str] = {"uniform": "hfsoup.bn:recipe_uniform", "greedy": "hfsoup.greedy:recipe_greedy",
                                  "radin": "hfsoup.radin:recipe_radin", "ensemble": "hfsoup.ensemble:recipe_ensemble"}

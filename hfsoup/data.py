@@ -110,6 +110,10 @@ def load_split(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision:
 def _load_source(dataset: str, split: str, *, revision: str | None, name: str | None):
     import datasets
 
+    if dataset.startswith("sklearn:"):  # built-in small datasets (hfsoup.digits): offline, no download
+        from .digits import load_sklearn_split
+
+        return load_sklearn_split(dataset, split)
     path = Path(dataset).expanduser()
     try:
         if path.exists():
