@@ -333,11 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("soup", help="soup two or more models with a recipe",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Average two or more models with a recipe. uniform: equal weights. Without "
-                                   "--eval-split only the soup is written (no data needed).",
+                       description="Average two or more models with a recipe. uniform: equal weights; greedy: "
+                                   "Wortsman et al.'s greedy soup on the held-out split; radin: RADIN on a budget "
+                                   "of real evaluations; ensemble: averaged logits, reported only. Without "
+                                   "--eval-split, uniform only writes the soup (no data needed).",
                        epilog=_examples("""
                            hfsoup soup ./m1 ./m2 ./m3 --recipe uniform --out ./soup-u
-                           hfsoup soup org/m1 org/m2 --recipe uniform --out ./soup --eval-split test --json"""))
+                           hfsoup soup org/m1 org/m2 --recipe uniform --out ./soup --eval-split test --json
+                           hfsoup soup ./zoo/* --recipe greedy --out ./greedy
+                           hfsoup soup ./zoo/* --recipe greedy --accept-ties --eval-split test --out ./greedy-ties
+                           hfsoup soup ./zoo/* --recipe radin --budget 25 --candidates 200 --prior-lambda 1 --out ./radin
+                           hfsoup soup ./zoo/* --recipe ensemble --eval-split test --json"""))
     p.add_argument("models", nargs="+", metavar="MODEL", help="model references (Hub id[@rev], hf-hub:…, folder)")
     p.add_argument("--recipe", default="uniform", help="soup recipe: " + ", ".join(SOUP_RECIPES))
     _add_model_options(p)
