@@ -95,12 +95,14 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def state_hash(model: torch.nn.Module) -> str:
-    """SHA-256 of a model's state dict (names, dtypes, bytes): the same on every rank of a coherent run."""
+def state_hash(model) -> str:
+    """SHA-256 of a model's state dict (names, dtypes, bytes): the same on every rank of a coherent run.
+    ``model`` may also be a state dict (e.g. ``safetensors.torch.load_file`` of an exported folder)."""
     import hashlib
 
+    sd = model if isinstance(model, dict) else model.state_dict()
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
+    for k, v in sorted(sd.items()):
         h.update(k.encode())
         h.update(str(v.dtype).encode())
         h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
