@@ -1,0 +1,8 @@
+"""Thin entry point: the same as `python -m hfsoup.train` (works with `accelerate launch scripts/train.py …`)."""
+
+import sys
+
+from hfsoup.train import main
+
+if __name__ == "__main__":
+    sys.exit(main())
