@@ -173,3 +173,26 @@ def test_two_cpu_processes_make_one_run(tiny_config, tmp_path):
     assert _meta(out / "trunk" / "e002")["num_processes"] == 2
     lines = (out / "logs" / "trunk.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # one writer
+
+
+def test_branch_resume_after_kill_is_bit_identical(trunk_run, tiny_config, tmp_path):
+    import shutil
+
+    from hfsoup.train import train_branch
+    from hfsoup.zoo_config import load_config
+
+    out, _ = trunk_run
+    cfg = load_config(tiny_config)
+    zoos = []
+    for name in ("a", "b"):
+        z = tmp_path / name
+        shutil.copytree(out / "state" / "trunk" / "e002", z / "state" / "trunk" / "e002")
+        zoos.append(z)
+    train_branch(cfg, zoos[0], 2, 1, cpu=True, progress=False)
+    assert train_branch(cfg, zoos[1], 2, 1, cpu=True, progress=False, stop_after_epoch=3) == {"stopped": 3}
+    assert not (zoos[1] / "branches" / "b002-v1").exists()
+    assert (zoos[1] / "state" / "branches" / "b002-v1" / "state.pt").is_file()
+    train_branch(cfg, zoos[1], 2, 1, cpu=True, progress=False)
+    a, b = (_weights(z / "branches" / "b002-v1") for z in zoos)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _meta(zoos[0] / "branches" / "b002-v1")["best_epoch"] == _meta(zoos[1] / "branches" / "b002-v1")["best_epoch"]
