@@ -22,6 +22,7 @@ from .soup import Soup, mix, parse_alphas, uniform_soup, weighted_soup
 from .robustness import evaluate_corrupted  # noqa: E402  (CIFAR-100-C evaluation)
 from .greedy import greedy_soup  # noqa: E402  (selection recipes: greedy, RADIN, ensemble baseline, BN recal.)
 from .radin import radin_soup  # noqa: E402
+from .learned import learned_soup  # noqa: E402  (learned soup, Wortsman et al. Appendix I)
 from .ensemble import ensemble_evaluate  # noqa: E402
 from .bn import recalibrate_bn  # noqa: E402
 
@@ -37,3 +38,4 @@ __all__ += [
     "OutputExistsError", "PushError",
 ]
 __all__ += ["evaluate_corrupted"]
+__all__ += ["learned_soup"]

@@ -22,11 +22,12 @@ from .errors import HfSoupError
 COMMAND_MODULES: list[str] = ["hfsoup.data_cli", "hfsoup.zoo_cli", "hfsoup.demo"]
 #: ``hfsoup soup --recipe NAME``: NAME -> "module:function"; function(ingredients, args, ctx) -> Soup | None.
 SOUP_RECIPES: dict[str, str] = {"uniform": "hfsoup.bn:recipe_uniform", "greedy": "hfsoup.greedy:recipe_greedy",
-                                 "radin": "hfsoup.radin:recipe_radin", "ensemble": "hfsoup.ensemble:recipe_ensemble"}
+                                 "radin": "hfsoup.radin:recipe_radin", "ensemble": "hfsoup.ensemble:recipe_ensemble",
+                                 "learned": "hfsoup.learned:recipe_learned"}
 #: Recipes that only report (write no model): no --out needed.
 SOUP_REPORT_ONLY: set[str] = {"ensemble"}
 #: Modules with ``add_soup_options(parser)``: recipe-specific options of ``hfsoup soup``.
-SOUP_OPTION_MODULES: list[str] = ["hfsoup.greedy", "hfsoup.radin", "hfsoup.bn"]
+SOUP_OPTION_MODULES: list[str] = ["hfsoup.greedy", "hfsoup.radin", "hfsoup.bn", "hfsoup.learned"]
 
 
 # -- shared options ------------------------------------------------------------------------------------------
@@ -335,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Average two or more models with a recipe. uniform: equal weights; greedy: "
                                    "Wortsman et al.'s greedy soup on the held-out split; radin: RADIN on a budget "
-                                   "of real evaluations; ensemble: averaged logits, reported only. Without "
+                                   "of real evaluations; ensemble: averaged logits, reported only; learned: mixing "
+                                   "weights trained on the held-out split (Wortsman et al. App. I). Without "
                                    "--eval-split, uniform only writes the soup (no data needed).",
                        epilog=_examples("""
                            hfsoup soup ./m1 ./m2 ./m3 --recipe uniform --out ./soup-u
@@ -343,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                            hfsoup soup ./zoo/* --recipe greedy --out ./greedy
                            hfsoup soup ./zoo/* --recipe greedy --accept-ties --eval-split test --out ./greedy-ties
                            hfsoup soup ./zoo/* --recipe radin --budget 25 --candidates 200 --prior-lambda 1 --out ./radin
-                           hfsoup soup ./zoo/* --recipe ensemble --eval-split test --json"""))
+                           hfsoup soup ./zoo/* --recipe ensemble --eval-split test --json
+                           hfsoup soup ./zoo/* --recipe learned --learned-epochs 3 --per-layer --out ./learned"""))
     p.add_argument("models", nargs="+", metavar="MODEL", help="model references (Hub id[@rev], hf-hub:…, folder)")
     p.add_argument("--recipe", default="uniform", help="soup recipe: " + ", ".join(SOUP_RECIPES))
     _add_model_options(p)
