@@ -11,6 +11,14 @@ import os
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# A private HF home (datasets cache, hfsoup logit cache) and an endpoint where nothing listens: a test that forgot
+# to use the loopback stand-in fails fast instead of reaching for the real Hub.
+import tempfile  # noqa: E402
+
+_HF_HOME = tempfile.mkdtemp(prefix="hfsoup-tests-hf-home-")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ.pop("HFSOUP_CACHE", None)
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 from pathlib import Path  # noqa: E402
 

@@ -42,6 +42,11 @@ def _patch_hf(monkeypatch, endpoint: str, home: Path, offline: bool) -> dict:
     }.items():
         if hasattr(constants, name):
             monkeypatch.setattr(constants, name, value)
+    # Module-level helpers (list_repo_files, model_info, …) are bound to one HfApi built at import time, which
+    # captured the endpoint then: point it at the stand-in too.
+    from huggingface_hub import hf_api
+
+    monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
     return env
 
 
