@@ -301,9 +301,9 @@ def register(subparsers) -> None:
                    help="retrain the mini-zoo from scratch first (hfsoup zoo build code, ~10 min on 2 cores)")
     p.add_argument("--work", default="runs/mini_zoo", help="training folder for --rebuild (default: %(default)s)")
     p.add_argument("--max-pairs", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default: %(default)s; the nano model gains little from more, and one "
-                        "thread is steadier on a busy machine)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for evaluation (default: torch's, all cores); --rebuild always trains "
+                        "with one thread so that the committed mini-zoo is reproduced bit for bit")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -313,13 +313,14 @@ def _cmd_demo(args):
 
     from .hub_format import check_output
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    eval_threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(eval_threads)
     check_output(args.out, args.force)
     zoo = args.zoo
     if args.rebuild:
         dest = Path(args.work) / "packaged"
-        rebuild(args.work + "/train", dest, threads=args.threads or 1, progress=not getattr(args, "quiet", False))
+        rebuild(args.work + "/train", dest, threads=1, progress=not getattr(args, "quiet", False))
+        torch.set_num_threads(eval_threads)
         zoo = dest
     report = run_demo(args.out, zoo=zoo, force=args.force, progress=not getattr(args, "quiet", False), max_pairs=args.max_pairs)
     return None if report else 1
