@@ -41,7 +41,6 @@ def _make_files(root: Path, n: int) -> list[str]:
 
 
 def _worker(mode: str, paths: list[str]) -> None:
-    import torch
     from safetensors import safe_open
 
     import hfsoup

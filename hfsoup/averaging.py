@@ -1,7 +1,7 @@
 """The averaging engine: a weighted average of ingredients, tensor by tensor, streamed from their files.
 
 Memory: only the result (one model) plus one tensor in flight and its float64 accumulator are held, whatever the
-number of ingredients; every ingredient file is open through a ``safe_open`` handle and read key by key.
+number of ingredients; every ingredient file is open and read key by key (plain reads, no memory maps).
 """
 
 from __future__ import annotations

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import tarfile
-import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path

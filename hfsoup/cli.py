@@ -89,7 +89,6 @@ def _eval_kwargs(args) -> dict:
 # -- mix / soup ----------------------------------------------------------------------------------------------
 def cmd_mix(args) -> dict:
     from .ingredients import load_ingredients
-    from .hub_format import check_output
     from .soup import alpha_folder_name, mix, parse_alphas
 
     alphas = parse_alphas(args.alpha)

@@ -94,8 +94,6 @@ def load_split(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision:
                name: str | None = None):
     """The raw ``datasets.Dataset`` of ``split`` (``val``/``train-main`` carved from ``train``), and the row
     indices used for a carved split (None otherwise)."""
-    import datasets
-
     if split not in SPLITS:
         raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
     source_split = "train" if split in ("val", "train-main") else split

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from importlib import resources
 from pathlib import Path
@@ -48,7 +47,6 @@ def asset_dir() -> Path:
 # -- rebuilding --------------------------------------------------------------------------------------------------
 def package_zoo(work: Path, dest: Path, cfg) -> dict:
     """Copy the trunk checkpoints at branch epochs and every branch of ``work`` to ``dest``, weights as float16."""
-    import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -143,7 +141,6 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
     import itertools
 
     import numpy as np
-    import torch
     from tqdm.auto import tqdm
 
     from .data import load_image_data

@@ -65,6 +65,18 @@ def check_heldout(data: ImageData) -> ImageData:
     return data
 
 
+def prepare_selection(models, heldout_data: ImageData, *, cache: bool, batch_size: int, device, progress: bool,
+                      **load_kwargs):
+    """The common start of every selection recipe: refuse the test split, load and check the ingredients, and get
+    their (cached) held-out logits and results. Returns ``(ingredients, logits, results, cache_stats, eval_kwargs)``."""
+    check_heldout(heldout_data)
+    ings = _ingredients(models, 2, **load_kwargs)
+    ev = {"batch_size": batch_size, "device": device, "progress": progress}
+    stats: dict = {}
+    logits, results = ingredient_heldout_results(ings, heldout_data, cache=cache, stats=stats, **ev)
+    return ings, logits, results, stats, ev
+
+
 def _ingredients(models, min_count: int = 2, **load_kwargs) -> list[Ingredient]:
     models = [str(m) if isinstance(m, os.PathLike) else m for m in models]  # folders given as Paths
     return load_ingredients(models, min_count=min_count, **load_kwargs)
@@ -92,13 +104,10 @@ def greedy_soup(models: Sequence, heldout_data: ImageData, *, accept_ties: bool 
     """
     from .soup import Soup
 
-    check_heldout(heldout_data)
-    ings = _ingredients(models, 2, **load_kwargs)
-    n = len(ings)
     t0 = time.perf_counter()
-    ev = {"batch_size": batch_size, "device": device, "progress": progress}
-    stats: dict = {}
-    _, ing_results = ingredient_heldout_results(ings, heldout_data, cache=cache, stats=stats, **ev)
+    ings, _, ing_results, stats, ev = prepare_selection(models, heldout_data, cache=cache, batch_size=batch_size,
+                                                        device=device, progress=progress, **load_kwargs)
+    n = len(ings)
     order = greedy_order(ing_results)
     config = ings[0].config
 

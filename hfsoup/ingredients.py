@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ _ST_DTYPES = {
 class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
+    offset: int = 0  # absolute byte offset of the tensor's data in its safetensors file
+    nbytes: int = 0
 
 
 def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
@@ -47,8 +50,9 @@ def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str
         metadata = header.pop("__metadata__", None) or {}
         infos, end = {}, 0
         for key, entry in header.items():
-            infos[key] = TensorInfo(tuple(entry["shape"]), _ST_DTYPES[entry["dtype"]])
-            end = max(end, entry["data_offsets"][1])
+            start, stop = entry["data_offsets"]
+            infos[key] = TensorInfo(tuple(entry["shape"]), _ST_DTYPES[entry["dtype"]], 8 + n + start, stop - start)
+            end = max(end, stop)
         if 8 + n + end > size:
             raise ValueError(f"file is truncated ({size} bytes, header needs {8 + n + end})")
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
@@ -131,13 +135,14 @@ class Ingredient:
             state = self._load_pickle()
             yield _DictReader(state)
             return
-        from safetensors import SafetensorError, safe_open
-
         try:
-            with safe_open(str(self.resolved.weights_file), framework="pt", device="cpu") as f:
-                yield _SafeReader(f, self.resolved.weights_file)
-        except SafetensorError as e:
-            raise CorruptFileError(f"cannot read '{self.resolved.weights_file}': {e}") from None
+            fd = os.open(self.resolved.weights_file, os.O_RDONLY)
+        except OSError as e:
+            raise CorruptFileError(f"cannot open '{self.resolved.weights_file}': {e}") from None
+        try:
+            yield _SafeReader(fd, self.resolved.weights_file, self.tensors)
+        finally:
+            os.close(fd)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         with self.open() as reader:
@@ -161,14 +166,27 @@ class Ingredient:
 
 
 class _SafeReader:
-    def __init__(self, handle, path):
-        self._h, self._path = handle, path
+    """Reads one tensor of a safetensors file with ``pread`` at the offsets of its header.
+
+    Plain reads instead of a memory map: with many ingredients open at once, mapped pages of every file would
+    count against the process (resident set); read buffers are freed as soon as the tensor is consumed.
+    """
+
+    def __init__(self, fd: int, path: Path, infos: dict[str, TensorInfo]):
+        self._fd, self._path, self._infos = fd, path, infos
 
     def get_tensor(self, key: str) -> torch.Tensor:
-        try:
-            return self._h.get_tensor(key)
-        except Exception as e:  # noqa: BLE001
-            raise CorruptFileError(f"cannot read tensor '{key}' from '{self._path}': {e}") from None
+        info = self._infos[key]
+        if info.nbytes == 0:
+            return torch.empty(info.shape, dtype=info.dtype)
+        buf = bytearray(info.nbytes)
+        view, done = memoryview(buf), 0
+        while done < info.nbytes:  # pread may return short reads on some filesystems
+            got = os.preadv(self._fd, [view[done:]], info.offset + done)
+            if got <= 0:
+                raise CorruptFileError(f"cannot read tensor '{key}' from '{self._path}': file ended early")
+            done += got
+        return torch.frombuffer(buf, dtype=info.dtype).reshape(info.shape)
 
 
 class _DictReader:

@@ -45,8 +45,8 @@ from .averaging import INTEGER_POLICIES, average, check_weights
 from .data import ImageData
 from .errors import HfSoupError, NonFiniteError
 from .evaluation import _norm_stats, default_device
-from .greedy import (_ingredients, check_heldout, eval_kwargs, evaluate_state_dict, ingredient_heldout_results,
-                     load_heldout, results_entry, share_eval_results)
+from .greedy import (eval_kwargs, evaluate_state_dict, load_heldout, prepare_selection, results_entry,
+                     share_eval_results)
 from .ingredients import build_model
 
 DEFAULT_EPOCHS = 3  # paper, Appendix I
@@ -118,13 +118,10 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
     from .soup import Soup
 
     check_learned_parameters(epochs, lr, batch_size, weight_decay, init, integer_policy)
-    check_heldout(heldout_data)
-    ings = _ingredients(models, 2, **load_kwargs)
-    n = len(ings)
     t0 = time.perf_counter()
-    ev = {"batch_size": eval_batch_size, "device": device, "progress": progress}
-    stats: dict = {}
-    _, ing_results = ingredient_heldout_results(ings, heldout_data, cache=cache, stats=stats, **ev)
+    ings, _, ing_results, stats, ev = prepare_selection(models, heldout_data, cache=cache, batch_size=eval_batch_size,
+                                                        device=device, progress=progress, **load_kwargs)
+    n = len(ings)
     alpha0, init_note = _initial_logits(init, n, ing_results)
     t_ing = time.perf_counter()
 

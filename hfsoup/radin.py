@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from .averaging import average
 from .data import ImageData
 from .errors import HfSoupError
-from .greedy import (_ingredients, check_heldout, eval_kwargs, evaluate_state_dict, ingredient_heldout_results,
-                     load_heldout, results_entry, share_eval_results, uniform_weights)
+from .greedy import (eval_kwargs, evaluate_state_dict, load_heldout, prepare_selection, results_entry,
+                     share_eval_results, uniform_weights)
 
 PROXIES = ("loss", "accuracy")
 DEFAULT_CANDIDATES = 200
@@ -133,13 +133,10 @@ def radin_soup(models: Sequence, heldout_data: ImageData, *, budget: int = DEFAU
     from .soup import Soup
 
     check_radin_parameters(budget, candidates, prior_lambda, proxy)
-    check_heldout(heldout_data)
-    ings = _ingredients(models, 2, **load_kwargs)
-    n = len(ings)
     t0 = time.perf_counter()
-    ev = {"batch_size": batch_size, "device": device, "progress": progress}
-    stats: dict = {}
-    logits, ing_results = ingredient_heldout_results(ings, heldout_data, cache=cache, stats=stats, **ev)
+    ings, logits, ing_results, stats, ev = prepare_selection(
+        models, heldout_data, cache=cache, batch_size=batch_size, device=device, progress=progress, **load_kwargs)
+    n = len(ings)
     t_logits = time.perf_counter()
 
     cands = generate_candidates(n, candidates, seed)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_model, save_model_dir, write_parquet_dataset
+from conftest import make_model, save_model_dir
 
 BLOCK = 4
 CORRS = ("fog", "snow", "gaussian_noise", "saturate")  # 3 common + 1 extra
