@@ -397,6 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args.quiet = args.quiet or bool(os.environ.get("HFSOUP_NO_PROGRESS"))
+    if not os.environ.get("HFSOUP_DEBUG"):
+        # The HF clients log each network retry as a warning; the CLI ends with its own one-line error instead.
+        import logging
+
+        for name in ("huggingface_hub", "datasets"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         args.func(args)
     except HfSoupError as e:
