@@ -47,6 +47,12 @@ def _patch_hf(monkeypatch, endpoint: str, home: Path, offline: bool) -> dict:
     from huggingface_hub import hf_api
 
     monkeypatch.setattr(hf_api.api, "endpoint", endpoint)
+    # `datasets` reads its own copy of the endpoint and offline flag at import time.
+    import datasets.config as dconfig
+
+    monkeypatch.setattr(dconfig, "HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(dconfig, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
+    monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", offline)
     return env
 
 
@@ -75,6 +81,9 @@ def hub_offline(hub, monkeypatch):
 
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        import datasets.config as dconfig
+
+        monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", True)
         hub.env["HF_HUB_OFFLINE"] = "1"
     return go_offline
 

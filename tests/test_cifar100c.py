@@ -227,3 +227,35 @@ def test_cli_mix_eval_corrupted(converted, cifar_parquet, tmp_path, capsys):
     assert manifest["results"][key]["models"]["soup"]["accuracy"] == pytest.approx(res[key]["accuracy"])
     card = (out / "README.md").read_text()
     assert "config: snow+fog-s3" in card  # model-index: one entry per corruption set and severity
+
+
+# -- publishing and loading back through the Hub stand-in ------------------------------------------------------
+def test_push_then_load_from_the_hub(release, converted, hub, capsys):
+    """`hfsoup data cifar100c --push` publishes a dataset repo that `datasets` loads back per corruption."""
+    from hfsoup.cifar100c import load_corrupted
+
+    rc, out, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/cifar100-c",
+                             "--json"], capsys)
+    assert rc == 0, err
+    first = len(hub.commits("org/cifar100-c", repo_type="dataset"))
+    # re-running is safe: nothing changed, so no new commit with different content
+    rc, _, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/cifar100-c"], capsys)
+    assert rc == 0, err
+    head = hub.head("org/cifar100-c", repo_type="dataset")
+    assert "README.md" in head.files and any(p.startswith("fog/") for p in head.files)
+    assert len(hub.commits("org/cifar100-c", repo_type="dataset")) in (first, first + 1)
+
+    remote = load_corrupted("org/cifar100-c", "fog,saturate", "2-3", progress=False)
+    local = load_corrupted(str(converted), "fog,saturate", "2-3", progress=False)
+    assert remote.keys() == local.keys()
+    for key in local:
+        assert torch.equal(remote[key].images, local[key].images) and torch.equal(remote[key].labels,
+                                                                                  local[key].labels)
+    pinned = load_corrupted("org/cifar100-c", "fog", 1, revision=head.sha, progress=False)
+    assert torch.equal(pinned[("fog", 1)].images, local_fog1(converted))
+
+
+def local_fog1(converted):
+    from hfsoup.cifar100c import load_corrupted
+
+    return load_corrupted(str(converted), "fog", 1, progress=False)[("fog", 1)].images
