@@ -9,7 +9,7 @@ import shutil
 import uuid
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 
@@ -76,13 +76,14 @@ def check_output(out: str | Path, force: bool = False) -> Path:
 
 
 def write_model_folder(out: str | Path, state_dict: Mapping[str, torch.Tensor], config: dict, *,
-                       metadata: Mapping[str, object] | None = None, card: str | None = None,
+                       metadata: Mapping[str, object] | None = None, card: str | Callable[[str], str] | None = None,
                        manifest: dict | None = None, force: bool = False) -> Path:
     """Write a model folder in hfsoup's Hub format, atomically.
 
     Everything is written to a temporary sibling folder first and renamed into place, so an interrupted write
     leaves no partial output, and an existing ``out`` is only replaced with ``force=True``. When ``manifest`` is
-    given it is written as ``soup.json`` with ``sha256`` set to the hash of ``model.safetensors``.
+    given it is written as ``soup.json`` with ``sha256`` set to the hash of ``model.safetensors``; ``card`` may be
+    a function of that hash.
     """
     from safetensors.torch import save_file
 
@@ -99,7 +100,7 @@ def write_model_folder(out: str | Path, state_dict: Mapping[str, torch.Tensor], 
             manifest = dict(manifest, sha256=digest)
             _write_text(tmp / SOUP_MANIFEST_NAME, json.dumps(manifest, indent=2, default=_json_default) + "\n")
         if card is not None:
-            _write_text(tmp / CARD_NAME, card)
+            _write_text(tmp / CARD_NAME, card(digest) if callable(card) else card)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -91,7 +91,7 @@ class Soup:
             "weights": self.weights,
         }
 
-    def model_card(self, repo_id: str | None = None) -> str:
+    def model_card(self, repo_id: str | None = None, sha256: str | None = None) -> str:
         base_models = []
         for ing in self.ingredients:
             hub_id = ing.repo_id or decode_metadata(ing.metadata).get("repo_id")
@@ -119,7 +119,7 @@ class Soup:
         return render_card(
             "soup", card_data, title=(repo_id.split("/")[-1] if repo_id else f"{self.recipe} soup"),
             recipe=self.recipe, parameters=self.parameters, architecture=self.architecture,
-            num_classes=self.ingredients[0].num_classes, sha256="see soup.json", repo_id=repo_id,
+            num_classes=self.ingredients[0].num_classes, sha256=sha256 or "see soup.json", repo_id=repo_id,
             ingredients=self.describe_ingredients(),
             results={s: {"models": {k: v.to_dict() for k, v in r["models"].items()}, "gain": r.get("gain")}
                      for s, r in self.results.items()})
@@ -127,7 +127,8 @@ class Soup:
     def save(self, out: str | Path, *, force: bool = False, repo_id: str | None = None) -> Path:
         """Write the soup in the Hub format (weights, config, card, ``soup.json``) atomically."""
         return write_model_folder(out, self.state_dict, self.config, metadata=self.metadata(),
-                                  card=self.model_card(repo_id), manifest=self.manifest(), force=force)
+                                  card=lambda digest: self.model_card(repo_id, sha256=digest),
+                                  manifest=self.manifest(), force=force)
 
     # -- evaluation -----------------------------------------------------------------------------------------
     def evaluate(self, data: ImageData, *, ingredient_results: dict[str, EvalResult] | None = None,

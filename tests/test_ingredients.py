@@ -162,6 +162,7 @@ def test_written_files_and_metadata(model_dirs, tmp_path):
     card = (out / "README.md").read_text()
     assert card.startswith("---\n") and "library_name: timm" in card and "- model-soup" in card
     assert "- merge" in card
+    assert f"**Weights SHA-256:** `{manifest['sha256']}`" in card
 
 
 def test_existing_output_is_not_overwritten_without_force(model_dirs, tmp_path):
