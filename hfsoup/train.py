@@ -3,6 +3,7 @@
     python -m hfsoup.train trunk  --config zoo.yaml --out runs/zoo
     accelerate launch --multi_gpu --num_processes 8 -m hfsoup.train trunk --config zoo.yaml --out runs/zoo
     accelerate launch -m hfsoup.train branch --config zoo.yaml --out runs/zoo --epoch 200 --variant 2
+    python -m hfsoup.train swa --config zoo.yaml --out runs/zoo --epoch 220       (SWA baseline: hfsoup/swa.py)
 
 Layout of a zoo folder (a contract with ``hfsoup zoo push``)::
 
@@ -522,8 +523,8 @@ def train_branch(cfg: ZooConfig, out: str | Path, epoch: int, variant: int, *, c
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m hfsoup.train", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("trunk", "branch"):
-        s = sub.add_parser(name, help=f"train the {name}")
+    for name in ("trunk", "branch", "swa"):
+        s = sub.add_parser(name, help="SWA baseline from a trunk checkpoint" if name == "swa" else f"train the {name}")
         s.add_argument("--config", required=True, help="zoo config (hfsoup zoo init zoo.yaml)")
         s.add_argument("--out", required=True, help="zoo folder (e.g. runs/zoo)")
         s.add_argument("--stop-after-epoch", type=int, default=None,
@@ -536,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       help="train up to this epoch (default: train.epochs)")
     sub.choices["branch"].add_argument("--epoch", type=int, required=True, help="trunk epoch to branch from")
     sub.choices["branch"].add_argument("--variant", type=int, required=True, help="variant id (1..4 by default)")
+    sub.choices["swa"].add_argument("--epoch", type=int, default=None,
+                                    help="trunk epoch to start SWA from (default: swa.start_epoch, 220)")
     return p
 
 
@@ -547,6 +550,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "trunk":
             res = train_trunk(cfg, args.out, until_epoch=args.until_epoch, stop_after_epoch=args.stop_after_epoch,
                               cpu=cpu, progress=not args.quiet)
+        elif args.cmd == "swa":
+            from .swa import train_swa
+
+            res = train_swa(cfg, args.out, args.epoch, cpu=cpu, progress=not args.quiet,
+                            stop_after_epoch=args.stop_after_epoch)
         else:
             res = train_branch(cfg, args.out, args.epoch, args.variant, cpu=cpu, progress=not args.quiet,
                                stop_after_epoch=args.stop_after_epoch)

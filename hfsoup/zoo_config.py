@@ -82,12 +82,25 @@ class BranchConfig:
 
 
 @dataclass
+class SwaConfig:
+    """The optional SWA baseline (paper A.4 / Table 6: "SWA starting at epoch 220 from the same base model"; the
+    paper gives no SWA lr, annealing or length, so those defaults are hfsoup's choices, see docs/zoo.md)."""
+    start_epoch: int = 220  # paper: the trunk checkpoint SWA starts from (`--epoch` overrides it)
+    epochs: int = 80  # SWA epochs, weights averaged once after each (220 + 80 = the baseline's 300 epochs)
+    lr: float | None = 0.05  # SWALR's swa_lr (Izmailov et al.'s CIFAR-100 value); null: the trunk's lr at the start
+    anneal_epochs: int = 10  # SWALR: epochs to go from the trunk's lr at the start epoch to `lr`
+    anneal_strategy: str = "cos"  # cos | linear
+    bn_augment: bool = True  # BN statistics recomputed on train-main with the training augmentation (update_bn)
+
+
+@dataclass
 class ZooConfig:
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     branches: BranchConfig = field(default_factory=BranchConfig)
+    swa: SwaConfig = field(default_factory=SwaConfig)
 
     # -- derived ---------------------------------------------------------------------------------------------
     def variant(self, k: int) -> dict:
@@ -110,6 +123,7 @@ class ZooConfig:
         """SHA-256 of everything that changes trunk weights (not the branch list): a zoo folder keeps one."""
         d = self.to_dict()
         d.pop("branches")
+        d.pop("swa")
         d["train"].pop("checkpoint_interval")
         d["train"].pop("eval_batch_size")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
@@ -133,6 +147,11 @@ class ZooConfig:
                 raise ConfigError(f"variant {k} lacks {', '.join(sorted(missing))}")
         if b.max_epochs <= 0 or b.patience <= 0:
             raise ConfigError("branches.max_epochs and branches.patience must be positive")
+        w = self.swa
+        if w.start_epoch <= 0 or w.epochs <= 0 or w.anneal_epochs < 0 or (w.lr is not None and w.lr < 0):
+            raise ConfigError("swa.start_epoch and swa.epochs must be positive, swa.anneal_epochs and swa.lr >= 0")
+        if w.anneal_strategy not in ("cos", "linear"):
+            raise ConfigError(f"swa.anneal_strategy must be cos or linear, got {w.anneal_strategy!r}")
         return self
 
 
@@ -147,7 +166,7 @@ def _from_dict(cls, d: dict | None, where: str):
 
 def config_from_dict(d: dict) -> ZooConfig:
     d = dict(d or {})
-    unknown = set(d) - {"data", "augment", "optim", "train", "branches"}
+    unknown = set(d) - {"data", "augment", "optim", "train", "branches", "swa"}
     if unknown:
         raise ConfigError(f"unknown section(s) in the zoo config: {', '.join(sorted(unknown))}")
     branches = dict(d.get("branches") or {})
@@ -163,7 +182,8 @@ def config_from_dict(d: dict) -> ZooConfig:
                      augment=_from_dict(AugmentConfig, d.get("augment"), "augment"),
                      optim=_from_dict(OptimConfig, d.get("optim"), "optim"),
                      train=_from_dict(TrainConfig, d.get("train"), "train"),
-                     branches=_from_dict(BranchConfig, branches, "branches")).validate()
+                     branches=_from_dict(BranchConfig, branches, "branches"),
+                     swa=_from_dict(SwaConfig, d.get("swa"), "swa")).validate()
 
 
 def load_config(path: str | Path) -> ZooConfig:
@@ -232,6 +252,13 @@ branches:
   max_epochs: 60                # convergence: at most this many epochs after the branch point,
   patience: 10                  # stopping when val accuracy has not improved for this many epochs
   seed_stride: 1000             # data seed of branch (E, k) = seed + seed_stride*k + E
+swa:                            # optional SWA baseline (paper A.4, Table 6): python -m hfsoup.train swa
+  start_epoch: 220              # paper: SWA from the trunk state of epoch 220 (--epoch overrides)
+  epochs: 80                    # not in the paper: SWA epochs averaged, one snapshot per epoch (220 + 80 = 300)
+  lr: 0.05                      # not in the paper: SWALR swa_lr (Izmailov et al., CIFAR-100); null = trunk lr at start
+  anneal_epochs: 10             # not in the paper: SWALR annealing from the trunk's lr to `lr` (PyTorch default)
+  anneal_strategy: cos          # cos | linear
+  bn_augment: true              # update_bn on train-main with the training augmentation (Izmailov et al.)
 """
 
 
