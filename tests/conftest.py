@@ -53,6 +53,37 @@ def save_model_dir(path: Path, seed: int, **kwargs) -> Path:
     return save_model(make_model(seed, **kwargs), path, metadata=meta)
 
 
+def folder_metadata(folder: Path) -> dict:
+    """The decoded safetensors ``__metadata__`` of a model folder."""
+    from safetensors import safe_open
+
+    from hfsoup.hub_format import decode_metadata
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return decode_metadata(f.metadata())
+
+
+def folder_weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.fixture
+def loaded_splits(monkeypatch) -> list:
+    """Records the split of every ``hfsoup.data.load_image_data`` call (held-out isolation checks)."""
+    import hfsoup.data as data_mod
+
+    used, real = [], data_mod.load_image_data
+
+    def spy(dataset, split="test", **kw):
+        used.append(split)
+        return real(dataset, split, **kw)
+
+    monkeypatch.setattr(data_mod, "load_image_data", spy)
+    return used
+
+
 @pytest.fixture
 def model_dirs(tmp_path):
     """Three compatible tiny models on disk (different seeds, BN buffers populated)."""

@@ -142,18 +142,10 @@ def test_greedy_refuses_test_split(model_dirs):
         hfsoup.greedy_soup(model_dirs, tiny_data(split="test"))
 
 
-def test_cli_greedy_json_and_heldout_isolation(model_dirs, cifar_parquet, tmp_path, capsys, monkeypatch):
-    import hfsoup.data as data_mod
+def test_cli_greedy_json_and_heldout_isolation(model_dirs, cifar_parquet, tmp_path, capsys, loaded_splits):
     from hfsoup.cli import main
 
-    used = []
-    real = data_mod.load_image_data
-
-    def spy(dataset, split="test", **kw):
-        used.append(split)
-        return real(dataset, split, **kw)
-
-    monkeypatch.setattr(data_mod, "load_image_data", spy)
+    used = loaded_splits
     out = tmp_path / "greedy"
     code = main(["-q", "soup", *map(str, model_dirs), "--recipe", "greedy", "--dataset", str(cifar_parquet),
                  "--out", str(out), "--json"])

@@ -117,18 +117,10 @@ def test_refuses_test_split_and_bad_parameters(good_bad):
             hfsoup.learned_soup(dirs, data, **dict(FAST, **bad))
 
 
-def test_cli_learned_json_heldout_only(model_dirs, cifar_parquet, tmp_path, capsys, monkeypatch):
-    import hfsoup.data as data_mod
+def test_cli_learned_json_heldout_only(model_dirs, cifar_parquet, tmp_path, capsys, loaded_splits):
     from hfsoup.cli import main
 
-    used = []
-    real = data_mod.load_image_data
-
-    def spy(dataset, split="test", **kw):
-        used.append(split)
-        return real(dataset, split, **kw)
-
-    monkeypatch.setattr(data_mod, "load_image_data", spy)
+    used = loaded_splits
     out = tmp_path / "learned"
     code = main(["-q", "soup", *map(str, model_dirs), "--recipe", "learned", "--dataset", str(cifar_parquet),
                  "--out", str(out), "--json", "--learned-epochs", "2", "--learned-batch-size", "2", "--seed", "1",

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import write_parquet_dataset
+from conftest import folder_metadata as _meta, folder_weights as _weights, write_parquet_dataset
 
 SWA_META = {"kind", "swa_start_epoch", "epoch", "swa_lr", "swa_anneal_epochs", "swa_anneal_strategy", "swa_epochs",
             "epochs_averaged", "lr_at_start", "seed", "data_seed", "momentum", "weight_decay", "val_accuracy",
@@ -47,19 +47,6 @@ def trunk2(swa_config, tmp_path_factory):
     return out
 
 
-def _meta(folder: Path) -> dict:
-    from safetensors import safe_open
-
-    from hfsoup.hub_format import decode_metadata
-
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        return decode_metadata(f.metadata())
-
-
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
 
 
 def _zoo_with_trunk_state(trunk: Path, z: Path, epoch: int = 2) -> Path:

@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import write_parquet_dataset
+from conftest import folder_metadata as _meta, folder_weights as _weights, write_parquet_dataset
 
 REQUIRED_META = {"kind", "lr_scale", "momentum_scale", "weight_decay_scale", "lr", "momentum", "weight_decay", "seed",
                  "data_seed", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "dataset", "dataset_revision",
@@ -33,19 +32,6 @@ def tiny_config(tmp_path_factory):
     return path
 
 
-def _meta(folder: Path) -> dict:
-    from safetensors import safe_open
-
-    from hfsoup.hub_format import decode_metadata
-
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        return decode_metadata(f.metadata())
-
-
-def _weights(folder: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
 
 
 @pytest.fixture(scope="module")
