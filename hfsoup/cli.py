@@ -270,17 +270,51 @@ def _print_soup_tables(doc) -> None:
         for ing in doc["ingredients"]:
             r = ing["results"].get(split)
             if r:
-                t.add_row(ing["reference"], "", _pct(r["accuracy"]), f"{r['loss']:.4f}", "", "")
+                t.add_row(ing["name"], "", _pct(r["accuracy"]), f"{r['loss']:.4f}", "", "")
         for s in doc["soups"]:
             r = s["results"][split]
             label = "soup" + (f" α={s['alpha']:g}" if "alpha" in s else "")
             t.add_row(label, ",".join(f"{w:.3g}" for w in s["weights"]), _pct(r["accuracy"]), f"{r['loss']:.4f}",
                       f"{100 * r['gain']['accuracy_gain']:+.2f}", f"{r['gain']['loss_gain']:+.4f}")
         console.print(t)
+    names = {i["reference"]: i["name"] for i in doc["ingredients"]}
+    for s in doc["soups"]:
+        _print_decision_log(console, s.get("decision_log"), names)
     for s in doc["soups"]:
         where = f"written to {s['out']}" if s["out"] else "not saved (--no-save)"
         label = f"α={s['alpha']:g}" if "alpha" in s else s["recipe"]
         console.print(f"{label}: {where}")
+
+
+def _print_decision_log(console, log, names: dict) -> None:
+    """Why each ingredient was kept or dropped (greedy), or which candidates were evaluated (RADIN)."""
+    from rich.table import Table
+
+    if not isinstance(log, dict):
+        return
+    split = (log.get("heldout") or {}).get("split", "val")
+    if log.get("recipe") == "greedy" and log.get("steps"):
+        t = Table(title=f"greedy decisions on the held-out split ({split}); rule: {log.get('rule', '')}")
+        for c in ("step", "candidate", "held-out acc", "best before", "decision"):
+            t.add_column(c, justify="left" if c in ("candidate", "decision") else "right")
+        for st in log["steps"]:
+            before = st.get("best_before")
+            t.add_row(str(st["step"]), names.get(st["reference"], st["reference"]), _pct(st["accuracy"]),
+                      _pct(before) if before is not None else "", "kept" if st["accepted"] else "dropped")
+        console.print(t)
+    elif log.get("recipe") == "radin" and log.get("candidates"):
+        evaluated = [c for c in log["candidates"] if c.get("evaluated")]
+        refs = [i["reference"] for i in log.get("ingredients", [])]
+        t = Table(title=f"RADIN: {log['num_candidates']} candidates scored by the {log['proxy']} proxy "
+                        f"(λ = {log['prior_lambda']:g}), {len(evaluated)} evaluated on {split}")
+        for c in ("rank", "members", "proxy loss", "held-out acc", ""):
+            t.add_column(c, justify="left" if c in ("members", "") else "right")
+        winner = (log.get("winner") or {}).get("id")
+        for c in sorted(evaluated, key=lambda c: c["rank"]):
+            members = ", ".join(names.get(refs[i], refs[i]) if i < len(refs) else str(i) for i in c["members"])
+            t.add_row(str(c["rank"]), members, f"{c['proxy_loss']:.4f}", _pct(c["accuracy"]),
+                      "winner" if c["id"] == winner else "")
+        console.print(t)
 
 
 def _print_eval_table(doc) -> None:

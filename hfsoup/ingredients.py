@@ -119,6 +119,7 @@ class Ingredient:
         """The ingredient as recorded in manifests: reference, repo, revision and resolved commit, hash."""
         return {
             "reference": self.reference,
+            "name": self.name,
             "repo_id": self.repo_id,
             "revision": self.revision,
             "commit": self.commit,

@@ -144,3 +144,14 @@ def test_bad_input_is_one_line_and_writes_nothing(case, model_dirs, cifar_parque
 def test_no_output_without_out_or_no_save(model_dirs, cli):
     proc = cli("mix", model_dirs[0], model_dirs[1])
     assert_one_line_error(proc, "--out")
+
+
+def test_tables_explain_greedy_and_radin_decisions(model_dirs, cifar_parquet, tmp_path, cli):
+    greedy = cli("soup", *model_dirs, "--recipe", "greedy", "--dataset", cifar_parquet, "--out", tmp_path / "g")
+    assert greedy.returncode == 0, greedy.stderr
+    assert "greedy decisions on the held-out split (val)" in " ".join(greedy.stdout.split())  # titles may wrap
+    assert greedy.stdout.count("kept") >= 1 and "m0" in greedy.stdout
+    radin = cli("soup", *model_dirs, "--recipe", "radin", "--budget", "2", "--dataset", cifar_parquet,
+                "--out", tmp_path / "r")
+    assert radin.returncode == 0, radin.stderr
+    assert "2 evaluated on val" in " ".join(radin.stdout.split()) and radin.stdout.count("winner") == 1
