@@ -327,7 +327,7 @@ def _print_eval_table(doc) -> None:
         t.add_column(c, justify="left" if c == "model" else "right")
     for r in doc["models"]:
         g = r.get("gain")
-        t.add_row(r["reference"], _pct(r["accuracy"]), f"{r['loss']:.4f}",
+        t.add_row(r.get("name", r["reference"]), _pct(r["accuracy"]), f"{r['loss']:.4f}",
                   f"{100 * g['accuracy_gain']:+.2f}" if g else "", f"{g['loss_gain']:+.4f}" if g else "")
     _console().print(t)
 
