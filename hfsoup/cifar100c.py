@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .errors import DatasetError, HfSoupError, PushError
+from .errors import DatasetError, HfSoupError, PushError, first_line
 
 COMMON_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                       "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -421,7 +421,7 @@ def push_converted(folder: str | Path, repo_id: str, *, private: bool | None = N
     except HfSoupError:
         raise
     except Exception as e:  # noqa: BLE001 - HfHubHTTPError, connection errors…
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise PushError(f"cannot push '{folder}' to dataset repo '{repo_id}' ({type(e).__name__}: {msg[:200]}); "
                         f"check HF_TOKEN / `hf auth login` and your network, then re-run (it is safe)") from None
 
@@ -443,13 +443,13 @@ def _load_config(source: str, corruption: str, revision: str | None):
     except DatasetError:
         raise
     except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         if "config" in msg.lower():
             raise DatasetError(f"'{source}' has no config '{corruption}': is it CIFAR-100-C converted by "
                                f"`hfsoup data cifar100c` (one config per corruption)?") from None
         raise DatasetError(f"cannot load CIFAR-100-C '{source}' ({msg[:200]})") from None
     except Exception as e:  # noqa: BLE001
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         hint = ("" if path.exists() else "; offline? convert the release with `hfsoup data cifar100c --from "
                 "CIFAR-100-C.tar --out DIR` and pass DIR")
         raise DatasetError(f"cannot load CIFAR-100-C '{source}' ({type(e).__name__}: {msg[:200]}){hint}") from None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import DatasetError
+from .errors import DatasetError, first_line
 
 DEFAULT_DATASET = "uoft-cs/cifar100"
 IMAGE_COLUMNS = ("img", "image")
@@ -129,12 +129,12 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
     except DatasetError:
         raise
     except ValueError as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         if "split" in msg.lower():
             raise DatasetError(f"'{dataset}' has no '{split}' split ({msg})") from None
         raise DatasetError(f"cannot load dataset '{dataset}': {msg}") from None
     except Exception as e:  # noqa: BLE001 - datasets raises many types (FileNotFound, ConnectionError, HfHubHTTPError…)
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         hint = ("" if path.exists() else
                 "; offline? pass a local parquet folder or a saved dataset, or pre-fill the HF cache")
         raise DatasetError(f"cannot load dataset '{dataset}' ({type(e).__name__}: {msg[:200]}){hint}") from None

@@ -4,6 +4,12 @@ and what to do; the CLI prints it as one line, without a traceback."""
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when empty): for one-line user errors."""
+    text = str(e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class HfSoupError(Exception):
     """Base class of every error hfsoup raises on purpose (bad input, missing files, incompatible models)."""
 

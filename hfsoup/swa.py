@@ -32,7 +32,7 @@ import torch
 
 from .errors import HfSoupError
 from .train import (Trainer, _bar, _base_meta, augment_batch, epoch_plan, is_exported, state_hash, trunk_dir,
-                    trunk_state_path, write_config_copy)
+                    require_trunk_state, write_config_copy)
 from .zoo_config import ZooConfig
 
 
@@ -102,10 +102,7 @@ def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu:
     out = Path(out)
     w = cfg.swa
     start = int(epoch if epoch is not None else w.start_epoch)
-    src = trunk_state_path(out, start)
-    if not src.is_file():
-        raise HfSoupError(f"no trunk state for epoch {start} at '{src}': train the trunk first "
-                          f"(hfsoup.train trunk --until-epoch {start})")
+    src = require_trunk_state(out, start)
     t = trainer or Trainer(cfg, out, cpu=cpu, progress=progress)
     write_config_copy(cfg, out, is_main=t.acc.is_main_process)
     name = f"swa-{swa_name(start)}"

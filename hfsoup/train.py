@@ -58,6 +58,15 @@ def trunk_state_path(out: Path, epoch: int) -> Path:
     return Path(out) / "state" / "trunk" / f"e{epoch:03d}" / STATE_NAME
 
 
+def require_trunk_state(out: Path, epoch: int) -> Path:
+    """The trunk's full state at ``epoch`` (what branches and SWA start from), or a one-line error."""
+    src = trunk_state_path(out, epoch)
+    if not src.is_file():
+        raise HfSoupError(f"no trunk state for epoch {epoch} at '{src}': train the trunk first "
+                          f"(hfsoup.train trunk --until-epoch {epoch})")
+    return src
+
+
 def branch_state_path(out: Path, epoch: int, variant: int) -> Path:
     return Path(out) / "state" / "branches" / branch_name(epoch, variant) / STATE_NAME
 
@@ -452,10 +461,7 @@ def train_branch(cfg: ZooConfig, out: str | Path, epoch: int, variant: int, *, c
     """Branch variant ``variant`` from the trunk state of ``epoch``; export the best-validation weights."""
     out = Path(out)
     scales = cfg.variant(variant)
-    src = trunk_state_path(out, epoch)
-    if not src.is_file():
-        raise HfSoupError(f"no trunk state for epoch {epoch} at '{src}': train the trunk first "
-                          f"(hfsoup.train trunk --until-epoch {epoch})")
+    src = require_trunk_state(out, epoch)
     t = trainer or Trainer(cfg, out, cpu=cpu, progress=progress)
     write_config_copy(cfg, out, is_main=t.acc.is_main_process)
     model, opt, sched = t.build()
