@@ -35,7 +35,7 @@ def _make_files(root: Path, n: int) -> list[str]:
             with torch.no_grad():
                 for p in base.parameters():
                     p.add_(torch.randn_like(p) * 1e-3)
-            hfsoup.hub_format.save_model(base, folder)
+            hfsoup.hub.format.save_model(base, folder)
         paths.append(str(folder))
     return paths
 

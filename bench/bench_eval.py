@@ -29,7 +29,7 @@ def main() -> None:
     from PIL import Image
 
     import hfsoup
-    from hfsoup.evaluation import default_device, predict_logits
+    from hfsoup.eval.metrics import default_device, predict_logits
 
     device = torch.device(args.device) if args.device else default_device()
     rng = np.random.default_rng(0)

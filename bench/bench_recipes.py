@@ -36,10 +36,10 @@ def main() -> None:
     import timm
 
     import hfsoup
-    from hfsoup.data import ImageData
-    from hfsoup.hub_format import save_model
-    from hfsoup.logit_cache import all_logits
-    from hfsoup.radin import generate_candidates, membership_matrix, proxy_scores
+    from hfsoup.data.images import ImageData
+    from hfsoup.hub.format import save_model
+    from hfsoup.eval.logit_cache import all_logits
+    from hfsoup.recipes.radin import generate_candidates, membership_matrix, proxy_scores
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +52,7 @@ def main() -> None:
             torch.manual_seed(i)
             m = timm.create_model("resnet10_cifar_nano", num_classes=100).eval()
             dirs.append(str(save_model(m, Path(tmp) / f"m{i}")))
-        print(f"held-out: {samples} images, device {hfsoup.evaluation.default_device()}, "
+        print(f"held-out: {samples} images, device {hfsoup.eval.metrics.default_device()}, "
               f"torch threads {torch.get_num_threads()}")
         print(f"{'N':>3} {'recipe':<10} {'seconds':>8} {'soup passes':>12} {'ingredient passes':>18}")
         for n in ns:

@@ -2,7 +2,7 @@
 
 import sys
 
-from hfsoup.train import main
+from hfsoup.zoo.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

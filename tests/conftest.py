@@ -47,7 +47,7 @@ def make_model(seed: int, arch: str = ARCH, num_classes: int = NUM_CLASSES, bn_s
 
 
 def save_model_dir(path: Path, seed: int, **kwargs) -> Path:
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     meta = kwargs.pop("metadata", {"seed": seed})
     return save_model(make_model(seed, **kwargs), path, metadata=meta)
@@ -57,7 +57,7 @@ def folder_metadata(folder: Path) -> dict:
     """The decoded safetensors ``__metadata__`` of a model folder."""
     from safetensors import safe_open
 
-    from hfsoup.hub_format import decode_metadata
+    from hfsoup.hub.format import decode_metadata
 
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         return decode_metadata(f.metadata())
@@ -71,8 +71,8 @@ def folder_weights(folder: Path) -> dict:
 
 @pytest.fixture
 def loaded_splits(monkeypatch) -> list:
-    """Records the split of every ``hfsoup.data.load_image_data`` call (held-out isolation checks)."""
-    import hfsoup.data as data_mod
+    """Records the split of every ``hfsoup.data.images.load_image_data`` call (held-out isolation checks)."""
+    import hfsoup.data.images as data_mod
 
     used, real = [], data_mod.load_image_data
 

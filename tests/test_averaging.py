@@ -72,7 +72,7 @@ def test_dtypes_are_preserved(tmp_path):
     for seed in (0, 1):
         torch.manual_seed(seed)
         m = timm.create_model("resnet10_cifar_nano").half()
-        dirs.append(hfsoup.hub_format.save_model(m, tmp_path / f"h{seed}"))
+        dirs.append(hfsoup.hub.format.save_model(m, tmp_path / f"h{seed}"))
     soup = hfsoup.mix(str(dirs[0]), str(dirs[1]), 0.5)
     sd0 = _sd(dirs[0])
     for key, value in soup.state_dict.items():
@@ -110,7 +110,7 @@ def test_non_finite_result_is_an_error(tmp_path):
     model = hfsoup.build_model(hfsoup.load_ingredient(str(good)).config, None)
     with torch.no_grad():
         model.fc.weight[0, 0] = float("nan")
-    bad = hfsoup.hub_format.save_model(model, tmp_path / "bad")
+    bad = hfsoup.hub.format.save_model(model, tmp_path / "bad")
     with pytest.raises(NonFiniteError, match="fc.weight"):
         hfsoup.mix(str(good), str(bad), 0.5)
     # alpha = 0 never reads the second model: no NaN leaks in.
@@ -129,7 +129,7 @@ def test_peak_memory_does_not_hold_every_ingredient(model_dirs, monkeypatch):
     """The engine reads one tensor at a time: at most one tensor per ingredient is alive per key."""
     ings = hfsoup.load_ingredients([str(d) for d in model_dirs])
     live, peak = [0], [0]
-    from hfsoup import ingredients as mod
+    from hfsoup.core import ingredients as mod
 
     orig = mod._SafeReader.get_tensor
 

@@ -36,7 +36,7 @@ def release(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(release, tmp_path_factory):
-    from hfsoup.cifar100c import convert_release
+    from hfsoup.data.cifar100c import convert_release
 
     out = tmp_path_factory.mktemp("conv") / "c100c"
     convert_release(release, out, shard_rows=8, progress=False)  # 20 rows -> 3 shards per corruption
@@ -55,7 +55,7 @@ def _run_cli(argv, capsys):
 def test_convert_round_trip_and_selection(release, converted):
     import datasets
 
-    from hfsoup.cifar100c import CIFAR100_FINE_LABELS, load_corrupted
+    from hfsoup.data.cifar100c import CIFAR100_FINE_LABELS, load_corrupted
 
     assert sorted(p.name for p in converted.iterdir() if p.is_dir()) == sorted(CORRS)
     assert len(list((converted / "fog").glob("*.parquet"))) == 3
@@ -79,7 +79,7 @@ def test_convert_round_trip_and_selection(release, converted):
 
 
 def test_tar_input_matches_folder(release, converted, tmp_path):
-    from hfsoup.cifar100c import convert_release
+    from hfsoup.data.cifar100c import convert_release
 
     tar_path = tmp_path / "CIFAR-100-C.tar"
     with tarfile.open(tar_path, "w") as tar:
@@ -92,7 +92,7 @@ def test_tar_input_matches_folder(release, converted, tmp_path):
 
 
 def test_selection_parsing():
-    from hfsoup.cifar100c import COMMON_CORRUPTIONS, parse_corruptions, parse_severities
+    from hfsoup.data.cifar100c import COMMON_CORRUPTIONS, parse_corruptions, parse_severities
     from hfsoup.errors import DatasetError
 
     assert parse_corruptions("common") == ("common", list(COMMON_CORRUPTIONS))
@@ -176,7 +176,7 @@ def test_evaluate_corrupted_matches_manual(release, converted):
 # -- CLI -----------------------------------------------------------------------------------------------------
 def test_cli_convert_then_eval_json(tmp_path, capsys, converted):
     converted_partial = converted
-    from hfsoup.cifar100c import CORRUPTIONS
+    from hfsoup.data.cifar100c import CORRUPTIONS
 
     release = make_release(tmp_path / "full", block=2, corruptions=CORRUPTIONS)  # all 19, 2 images per severity
     out = tmp_path / "conv"
@@ -232,7 +232,7 @@ def test_cli_mix_eval_corrupted(converted, cifar_parquet, tmp_path, capsys):
 # -- publishing and loading back through the Hub stand-in ------------------------------------------------------
 def test_push_then_load_from_the_hub(release, converted, hub, capsys):
     """`hfsoup data cifar100c --push` publishes a dataset repo that `datasets` loads back per corruption."""
-    from hfsoup.cifar100c import load_corrupted
+    from hfsoup.data.cifar100c import load_corrupted
 
     rc, out, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/cifar100-c",
                              "--json"], capsys)
@@ -256,6 +256,6 @@ def test_push_then_load_from_the_hub(release, converted, hub, capsys):
 
 
 def local_fog1(converted):
-    from hfsoup.cifar100c import load_corrupted
+    from hfsoup.data.cifar100c import load_corrupted
 
     return load_corrupted(str(converted), "fog", 1, progress=False)[("fog", 1)].images

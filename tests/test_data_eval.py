@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import hfsoup
 from hfsoup import DatasetError
-from hfsoup.evaluation import EvalResult
+from hfsoup.eval.metrics import EvalResult
 from conftest import make_cifar_like, make_model, write_parquet_dataset
 
 
@@ -95,10 +95,10 @@ def test_soup_gain_definition():
 def test_soup_evaluate_records_results(model_dirs, cifar_parquet):
     data = hfsoup.load_image_data(str(cifar_parquet), "test", progress=False)
     soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.5)
-    entry = soup.evaluate(data, progress=False)
-    models = entry["models"]
+    entry = hfsoup.evaluate_soup(soup, data, progress=False)
+    models = entry.models
     assert set(models) == {"soup", str(model_dirs[0]), str(model_dirs[1])}
     expected = hfsoup.evaluate_model(soup.create_model(), data, progress=False)
     assert models["soup"].accuracy == expected.accuracy and models["soup"].loss == pytest.approx(expected.loss)
     best = max(models[str(d)].accuracy for d in model_dirs[:2])
-    assert entry["gain"]["accuracy_gain"] == pytest.approx(models["soup"].accuracy - best)
+    assert entry.gain["accuracy_gain"] == pytest.approx(models["soup"].accuracy - best)

@@ -6,15 +6,15 @@ import json
 
 import pytest
 
-from hfsoup.demo import asset_dir
+from hfsoup.study.demo import asset_dir
 
 
 pytestmark = pytest.mark.skipif(not (asset_dir() / "branches").is_dir(), reason="mini-zoo assets not built")
 
 
 def test_mini_zoo_layout_and_metadata():
-    from hfsoup.demo import load_zoo_members
-    from hfsoup.zoo_config import load_config
+    from hfsoup.study.demo import load_zoo_members
+    from hfsoup.zoo.config import load_config
 
     zoo = asset_dir()
     cfg = load_config(zoo / "zoo.yaml")

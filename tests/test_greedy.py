@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import hfsoup
-from hfsoup import greedy as greedy_mod
-from hfsoup.averaging import average
-from hfsoup.data import ImageData
-from hfsoup.evaluation import EvalResult
-from hfsoup.ingredients import load_ingredients
+from hfsoup.recipes import greedy as greedy_mod
+from hfsoup.core.averaging import average
+from hfsoup.data.images import ImageData
+from hfsoup.eval.metrics import EvalResult
+from hfsoup.core.ingredients import load_ingredients
 from conftest import make_model
 
 
@@ -31,7 +31,7 @@ def tiny_data(n=12, num_classes=10, seed=0, split="val") -> ImageData:
 
 def coded_models(tmp_path, n, num_classes=10):
     """Models whose fc.bias is the one-hot code of their index: an average's fc.bias reveals its subset."""
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     dirs = []
     for i in range(n):
@@ -85,7 +85,7 @@ def test_greedy_strict_order_and_decisions(tmp_path, monkeypatch):
     assert soup.weights == [0.0, 0.5, 0.5, 0.0]
     assert len(calls) == 3  # one evaluation per step, the final soup equals the last accepted candidate
     assert calls == [frozenset({1, 2}), frozenset({0, 1, 2}), frozenset({1, 2, 3})]
-    assert soup.results["val"]["models"]["soup"].accuracy >= max(a for a, _ in SINGLES.values())
+    assert soup.results["val"].soup.accuracy >= max(a for a, _ in SINGLES.values())
 
 
 def test_greedy_accept_ties(tmp_path, monkeypatch):
@@ -106,13 +106,13 @@ def test_greedy_nothing_helps_returns_best_ingredient(tmp_path, monkeypatch):
     ings = load_ingredients([str(d) for d in dirs])
     ref = ings[1].state_dict()
     assert all(torch.equal(soup.state_dict[k], ref[k]) for k in ref)
-    assert soup.results["val"]["models"]["soup"].accuracy == 0.5
+    assert soup.results["val"].soup.accuracy == 0.5
 
 
 def test_greedy_real_models_invariants(tmp_path):
     """No patching: the final soup is the exact uniform average of the selected, never worse than the best
     ingredient on held-out, and the decision log is consistent."""
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     data = tiny_data(n=40, num_classes=10, seed=3)
     dirs = []
@@ -129,7 +129,7 @@ def test_greedy_real_models_invariants(tmp_path):
     ref = average([ings[i] for i in sel])
     assert all(torch.equal(soup.state_dict[k], ref[k]) for k in ref)
     best_single = max(e["accuracy"] for e in soup.log["order"])
-    res = soup.results["val"]["models"]["soup"]
+    res = soup.results["val"].soup
     assert res.accuracy >= best_single
     # the recorded held-out figure is the real one of the final weights
     real = hfsoup.evaluate_model(soup.create_model(), data, progress=False)

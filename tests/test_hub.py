@@ -37,7 +37,7 @@ def _front_matter(text: str) -> dict:
 @pytest.fixture
 def pushed(hub, tmp_path):
     """Two tiny models pushed as org/a and org/b through the Python API."""
-    from hfsoup.push import push
+    from hfsoup.hub.upload import push
 
     out = {}
     for i, name in enumerate(("org/a", "org/b")):
@@ -89,7 +89,7 @@ def test_stand_in_failure_injection(hub, tmp_path):
 
 # -- push / pull -----------------------------------------------------------------------------------------------
 def test_push_and_pull_by_id_and_sha(pushed, hub):
-    from hfsoup.references import resolve
+    from hfsoup.core.references import resolve
 
     folder, info = pushed["org/a"]
     assert info["commit"] == hub.head("org/a").sha
@@ -98,7 +98,7 @@ def test_push_and_pull_by_id_and_sha(pushed, hub):
     assert r.commit == info["commit"]
     assert all(torch.equal(v, _state(folder)[k]) for k, v in _state(r.folder).items())
     # a newer commit on main; the pinned sha still gives the old weights
-    from hfsoup.push import push
+    from hfsoup.hub.upload import push
 
     newer = save_model_dir(folder.parent / "a2", seed=7)
     info2 = push(newer, "org/a")
@@ -139,7 +139,7 @@ def test_cli_mix_from_hub_ids_records_shas_and_push_soup(pushed, hub, tmp_path, 
     assert {"merge", "model-soup"} <= set(fm["tags"])
     assert fm["library_name"] == "timm"
     assert "soup.json" in hub.head("org/soup-ab").files
-    from hfsoup.references import resolve
+    from hfsoup.core.references import resolve
 
     back = resolve("org/soup-ab")
     assert torch.equal(_state(back.folder)["fc.weight"], s["fc.weight"])
@@ -183,7 +183,7 @@ def test_create_pr_and_private(hub, tmp_path, capsys, monkeypatch):
 # -- errors ----------------------------------------------------------------------------------------------------
 def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, capsys):
     from hfsoup.errors import ModelReferenceError
-    from hfsoup.references import resolve
+    from hfsoup.core.references import resolve
 
     with pytest.raises(ModelReferenceError, match="org/missing"):
         resolve("org/missing")
@@ -199,7 +199,7 @@ def test_unknown_repo_and_revision_one_line(pushed, hub, tmp_path, capsys):
 
 def test_offline_cache(pushed, hub, hub_offline, tmp_path, run_cli, capsys):
     from hfsoup.errors import OfflineError
-    from hfsoup.references import resolve
+    from hfsoup.core.references import resolve
 
     sha = pushed["org/a"][1]["commit"]
     online = resolve("org/a")  # fills the cache

@@ -133,7 +133,7 @@ def test_soup_reloads_bit_exactly_through_timm_local_dir(model_dirs, tmp_path):
     import timm
 
     soup = hfsoup.uniform_soup([str(d) for d in model_dirs])
-    out = soup.save(tmp_path / "soup")
+    out = hfsoup.save_soup(soup, tmp_path / "soup")
     model = timm.create_model(f"local-dir:{out}", pretrained=True)
     assert type(model).__name__ == "CifarResNet"
     for key, value in model.state_dict().items():
@@ -146,13 +146,13 @@ def test_written_files_and_metadata(model_dirs, tmp_path):
     from safetensors import safe_open
 
     soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.25)
-    out = soup.save(tmp_path / "soup")
+    out = hfsoup.save_soup(soup, tmp_path / "soup")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "soup.json"]
     manifest = json.loads((out / "soup.json").read_text())
     assert manifest["recipe"] == "mix" and manifest["parameters"]["alpha"] == 0.25
     assert [i["weight"] for i in manifest["ingredients"]] == [0.75, 0.25]
     assert manifest["ingredients"][0]["path"] == str(model_dirs[0].resolve())
-    assert manifest["sha256"] == hfsoup.ingredients.sha256_file(out / "model.safetensors")
+    assert manifest["sha256"] == hfsoup.core.ingredients.sha256_file(out / "model.safetensors")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == "pt" and meta["recipe"] == "mix"
@@ -171,16 +171,16 @@ def test_existing_output_is_not_overwritten_without_force(model_dirs, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("precious")
     with pytest.raises(hfsoup.OutputExistsError, match="--force"):
-        soup.save(out)
+        hfsoup.save_soup(soup, out)
     assert (out / "keep.txt").read_text() == "precious"
-    soup.save(out, force=True)
+    hfsoup.save_soup(soup, out, force=True)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp or backup folders left
 
 
 def test_interrupted_write_leaves_nothing(model_dirs, tmp_path, monkeypatch):
     soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.5)
-    from hfsoup import hub_format
+    from hfsoup.hub import format as hub_format
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -189,5 +189,5 @@ def test_interrupted_write_leaves_nothing(model_dirs, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(KeyboardInterrupt):
-        soup.save(out / "soup")
+        hfsoup.save_soup(soup, out / "soup")
     assert list(out.iterdir()) == []

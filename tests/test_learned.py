@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import hfsoup
-from hfsoup.averaging import average
-from hfsoup.data import ImageData
+from hfsoup.core.averaging import average
+from hfsoup.data.images import ImageData
 from conftest import make_model
 
 FAST = {"epochs": 3, "batch_size": 16, "device": "cpu"}
@@ -25,8 +25,8 @@ def _cache(tmp_path, monkeypatch):
 def good_bad(tmp_path_factory):
     """Two ingredients sharing a backbone: 'good' labels the held-out data itself (100 % held-out accuracy),
     'bad' is the same model with a random head. Returns ([bad_dir, good_dir], held-out data)."""
-    from hfsoup.evaluation import _norm_stats
-    from hfsoup.hub_format import save_model
+    from hfsoup.eval.metrics import _norm_stats
+    from hfsoup.hub.format import save_model
 
     root = tmp_path_factory.mktemp("learned")
     good = make_model(0, num_classes=10, bn_steps=1)
@@ -63,7 +63,7 @@ def test_global_weights_planted_bad_and_exact_average(good_bad):
     assert log["options"]["epochs"] == 3 and log["options"]["lr"] == 0.1 and log["options"]["seed"] == 0
     assert log["cost"]["optimizer_steps"] == 6  # 3 epochs x ceil(32 / 16)
     # the recorded held-out figure is the real one of the written weights
-    res = soup.results["val"]["models"]["soup"]
+    res = soup.results["val"].soup
     real = hfsoup.evaluate_model(soup.create_model(), data, progress=False, device="cpu")
     assert real.accuracy == res.accuracy and real.loss == pytest.approx(res.loss)
     json.dumps(log)  # JSON-serialisable

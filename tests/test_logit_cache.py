@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import hfsoup
-from hfsoup import logit_cache
-from hfsoup.ingredients import load_ingredients
+from hfsoup.eval import logit_cache
+from hfsoup.core.ingredients import load_ingredients
 from test_greedy import tiny_data
 from conftest import make_model
 
@@ -35,7 +35,7 @@ def test_cache_location(monkeypatch, tmp_path):
 
 
 def test_cache_hit_and_invalidation(tmp_path, monkeypatch, counted):
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
     dirs = [str(save_model(make_model(i, num_classes=10), tmp_path / f"m{i}")) for i in range(3)]
@@ -71,7 +71,7 @@ def test_cache_hit_and_invalidation(tmp_path, monkeypatch, counted):
 
 
 def test_corrupt_entry_is_recomputed(tmp_path, monkeypatch, counted):
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
     d = str(save_model(make_model(0, num_classes=10), tmp_path / "m"))

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import hfsoup
-from hfsoup import radin as radin_mod
-from hfsoup.radin import generate_candidates, membership_matrix, num_subsets, objective, proxy_scores
+from hfsoup.recipes import radin as radin_mod
+from hfsoup.recipes.radin import generate_candidates, membership_matrix, num_subsets, objective, proxy_scores
 from test_greedy import tiny_data
 from conftest import make_model
 
@@ -22,7 +22,7 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def five_models(tmp_path):
-    from hfsoup.hub_format import save_model
+    from hfsoup.hub.format import save_model
 
     return [str(save_model(make_model(20 + i, num_classes=10, bn_steps=1), tmp_path / f"z{i}")) for i in range(5)]
 
@@ -97,7 +97,7 @@ def test_radin_budget_winner_and_log(five_models, monkeypatch):
     assert soup.weights == pytest.approx([1 / len(members) if i in members else 0.0 for i in range(5)])
     ref = hfsoup.average([soup.ingredients[i] for i in members])
     assert all(torch.equal(soup.state_dict[k], ref[k]) for k in ref)
-    assert soup.results["val"]["models"]["soup"].accuracy == best["accuracy"]
+    assert soup.results["val"].soup.accuracy == best["accuracy"]
     # reproducible
     again = hfsoup.radin_soup(five_models, data, budget=4, candidates=10, seed=0)
     assert [c["members"] for c in again.log["candidates"]] == [c["members"] for c in log["candidates"]]

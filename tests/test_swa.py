@@ -39,8 +39,8 @@ def swa_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trunk2(swa_config, tmp_path_factory):
-    from hfsoup.train import train_trunk
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.train import train_trunk
+    from hfsoup.zoo.config import load_config
 
     out = tmp_path_factory.mktemp("runs") / "zoo"
     train_trunk(load_config(swa_config), out, until_epoch=2, cpu=True, progress=False)
@@ -55,7 +55,7 @@ def _zoo_with_trunk_state(trunk: Path, z: Path, epoch: int = 2) -> Path:
 
 
 def test_config_swa_section_defaults(tmp_path):
-    from hfsoup.zoo_config import ConfigError, ZooConfig, config_from_dict, init_config, load_config
+    from hfsoup.zoo.config import ConfigError, ZooConfig, config_from_dict, init_config, load_config
 
     cfg = load_config(init_config(tmp_path / "zoo.yaml"))
     assert cfg.swa == ZooConfig().swa
@@ -73,9 +73,9 @@ def test_config_swa_section_defaults(tmp_path):
 def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
     from torch.optim.swa_utils import update_bn
 
-    from hfsoup.swa import bn_batches, bn_seed, train_swa
-    from hfsoup.train import Trainer, state_hash
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.swa import bn_batches, bn_seed, train_swa
+    from hfsoup.zoo.train import Trainer, state_hash
+    from hfsoup.zoo.config import load_config
 
     cfg = load_config(swa_config)
     out = trunk2
@@ -126,9 +126,9 @@ def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
     assert all(torch.equal(net.state_dict()[k], w[k]) for k in stats)
     assert state_hash(w) == res["state_sha256"]
     # the exported scores are hfsoup's evaluation of the folder
-    from hfsoup.data import load_image_data
-    from hfsoup.evaluation import evaluate_model
-    from hfsoup.ingredients import load_ingredient
+    from hfsoup.data.images import load_image_data
+    from hfsoup.eval.metrics import evaluate_model
+    from hfsoup.core.ingredients import load_ingredient
 
     test = load_image_data(cfg.data.dataset, "test", progress=False)
     r = evaluate_model(load_ingredient(str(folder)).create_model(), test, progress=False)
@@ -136,9 +136,9 @@ def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
 
 
 def test_swa_resume_after_kill_is_bit_identical(trunk2, swa_config, tmp_path):
-    from hfsoup.swa import train_swa
-    from hfsoup.train import main
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.swa import train_swa
+    from hfsoup.zoo.train import main
+    from hfsoup.zoo.config import load_config
 
     cfg = load_config(swa_config)
     a, b = (_zoo_with_trunk_state(trunk2, tmp_path / n) for n in ("a", "b"))
@@ -159,9 +159,9 @@ def test_swa_resume_after_kill_is_bit_identical(trunk2, swa_config, tmp_path):
 
 def test_swa_refuses_missing_trunk_state_and_changed_settings(swa_config, trunk2, tmp_path, capsys):
     from hfsoup.errors import HfSoupError
-    from hfsoup.swa import train_swa
-    from hfsoup.train import main
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.swa import train_swa
+    from hfsoup.zoo.train import main
+    from hfsoup.zoo.config import load_config
 
     assert main(["swa", "--config", str(swa_config), "--out", str(tmp_path / "empty"), "--cpu", "-q"]) == 2
     assert "no trunk state for epoch 2" in capsys.readouterr().err
@@ -185,7 +185,7 @@ def test_swa_two_cpu_processes_make_one_run(trunk2, swa_config, tmp_path):
     reports = [json.loads((tmp_path / f"report.rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["num_processes"] for r in reports] == [2, 2]
     assert reports[0]["state_sha256"] == reports[1]["state_sha256"]
-    from hfsoup.train import state_hash
+    from hfsoup.zoo.train import state_hash
 
     assert state_hash(_weights(out / "swa" / "e002")) == reports[0]["state_sha256"]
     assert _meta(out / "swa" / "e002")["num_processes"] == 2

@@ -36,8 +36,8 @@ def tiny_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trunk_run(tiny_config, tmp_path_factory):
-    from hfsoup.train import train_trunk
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.train import train_trunk
+    from hfsoup.zoo.config import load_config
 
     out = tmp_path_factory.mktemp("runs") / "zoo"
     res = train_trunk(load_config(tiny_config), out, cpu=True, progress=False)
@@ -46,7 +46,7 @@ def trunk_run(tiny_config, tmp_path_factory):
 
 def test_config_defaults_are_the_paper_recipe(tmp_path):
     from hfsoup.errors import OutputExistsError
-    from hfsoup.zoo_config import PAPER_VARIANTS, ZooConfig, init_config, load_config
+    from hfsoup.zoo.config import PAPER_VARIANTS, ZooConfig, init_config, load_config
 
     path = init_config(tmp_path / "zoo.yaml")
     cfg = load_config(path)
@@ -71,13 +71,13 @@ def test_trunk_exports_checkpoints_with_metadata(trunk_run, tiny_config):
         assert meta["lr"] == pytest.approx(0.1) and meta["lr_scale"] == 1.0
     assert json.loads((out / "trunk" / "e003" / "config.json").read_text())["num_classes"] == 10
     # the exported weights are the final model
-    from hfsoup.train import state_hash
+    from hfsoup.zoo.train import state_hash
 
     assert state_hash(_weights(out / "trunk" / "e003")) == res["state_sha256"]
     # the exported scores are what hfsoup's evaluation reports for the same folder
-    from hfsoup.data import load_image_data
-    from hfsoup.evaluation import evaluate_model
-    from hfsoup.ingredients import load_ingredient
+    from hfsoup.data.images import load_image_data
+    from hfsoup.eval.metrics import evaluate_model
+    from hfsoup.core.ingredients import load_ingredient
 
     cfg = yaml.safe_load(tiny_config.read_text())
     test = load_image_data(cfg["data"]["dataset"], "test", progress=False)
@@ -86,8 +86,8 @@ def test_trunk_exports_checkpoints_with_metadata(trunk_run, tiny_config):
 
 
 def test_resume_after_kill_is_bit_identical(trunk_run, tiny_config, tmp_path):
-    from hfsoup.train import train_trunk
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.train import train_trunk
+    from hfsoup.zoo.config import load_config
 
     out, _ = trunk_run
     cfg = load_config(tiny_config)
@@ -102,8 +102,8 @@ def test_resume_after_kill_is_bit_identical(trunk_run, tiny_config, tmp_path):
 
 
 def test_branch_scales_hyperparameters(trunk_run, tiny_config):
-    from hfsoup.train import Trainer, train_branch
-    from hfsoup.zoo_config import PAPER_VARIANTS, load_config
+    from hfsoup.zoo.train import Trainer, train_branch
+    from hfsoup.zoo.config import PAPER_VARIANTS, load_config
 
     out, _ = trunk_run
     cfg = load_config(tiny_config)
@@ -130,8 +130,8 @@ def test_branch_scales_hyperparameters(trunk_run, tiny_config):
 
 
 def test_zoo_build_plan_is_resumable(trunk_run, tiny_config):
-    from hfsoup.zoo_build import plan
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.build import plan
+    from hfsoup.zoo.config import load_config
 
     out, _ = trunk_run
     cfg = load_config(tiny_config)
@@ -152,7 +152,7 @@ def test_two_cpu_processes_make_one_run(tiny_config, tmp_path):
     reports = [json.loads((tmp_path / f"report.rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["num_processes"] for r in reports] == [2, 2]
     assert reports[0]["state_sha256"] == reports[1]["state_sha256"]  # the same model on both ranks
-    from hfsoup.train import state_hash
+    from hfsoup.zoo.train import state_hash
 
     assert state_hash(_weights(out / "trunk" / "e002")) == reports[0]["state_sha256"]
     assert sorted(p.name for p in (out / "trunk").iterdir()) == ["e001", "e002"]  # one set of outputs
@@ -164,8 +164,8 @@ def test_two_cpu_processes_make_one_run(tiny_config, tmp_path):
 def test_branch_resume_after_kill_is_bit_identical(trunk_run, tiny_config, tmp_path):
     import shutil
 
-    from hfsoup.train import train_branch
-    from hfsoup.zoo_config import load_config
+    from hfsoup.zoo.train import train_branch
+    from hfsoup.zoo.config import load_config
 
     out, _ = trunk_run
     cfg = load_config(tiny_config)

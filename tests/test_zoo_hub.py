@@ -52,7 +52,7 @@ NAMES = ["my-org/resnet50-cifar100-trunk-e050", "my-org/resnet50-cifar100-b050-v
 
 
 def _push(root, **kw):
-    from hfsoup.zoo_hub import push_zoo
+    from hfsoup.zoo.hub import push_zoo
 
     return push_zoo(root, "my-org", progress=False, backoff=0.01, **kw)
 
@@ -73,8 +73,8 @@ def test_dry_run_makes_no_requests(hub, built_zoo, capsys):
 
 
 def test_push_names_collection_manifest(published, hub):
-    from hfsoup.hub_format import decode_metadata
-    from hfsoup.ingredients import sha256_file
+    from hfsoup.hub.format import decode_metadata
+    from hfsoup.core.ingredients import sha256_file
 
     root, doc = published
     assert [m["repo_id"] for m in doc["models"]] == NAMES
@@ -149,7 +149,7 @@ def test_cli_push_subprocess_and_list(hub, built_zoo, run_cli):
 
 def test_list_table_and_local_sources(published, capsys):
     from hfsoup.cli import main
-    from hfsoup.zoo_hub import list_zoo
+    from hfsoup.zoo.hub import list_zoo
 
     root, doc = published
     assert main(["zoo", "list", "my-org/hfsoup-zoo"]) == 0
@@ -163,8 +163,8 @@ def test_list_table_and_local_sources(published, capsys):
 
 def test_pull_pinned_filtered_verified(published, hub, tmp_path, capsys):
     from hfsoup.cli import main
-    from hfsoup.ingredients import sha256_file
-    from hfsoup.push import push
+    from hfsoup.core.ingredients import sha256_file
+    from hfsoup.hub.upload import push
 
     root, doc = published
     # a later commit on main must not change what the manifest pins
@@ -181,7 +181,7 @@ def test_pull_pinned_filtered_verified(published, hub, tmp_path, capsys):
 
 
 def test_pull_resumes(published, hub, tmp_path):
-    from hfsoup.zoo_hub import pull_zoo
+    from hfsoup.zoo.hub import pull_zoo
 
     out = tmp_path / "pulled"
     first = pull_zoo("my-org/hfsoup-zoo", out, workers=2, progress=False)
@@ -198,7 +198,7 @@ def test_pull_resumes(published, hub, tmp_path):
 
 
 def test_pull_checksum_mismatch(published, hub, tmp_path):
-    from hfsoup.zoo_hub import ChecksumError, pull_zoo
+    from hfsoup.zoo.hub import ChecksumError, pull_zoo
 
     root, _ = published
     manifest = json.loads((root / "zoo.json").read_text())

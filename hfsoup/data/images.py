@@ -1,0 +1,237 @@
+"""Image classification data through ``datasets``: CIFAR-100 from the Hub, a local parquet folder or a saved
+dataset, decoded once into a uint8 tensor, with the held-out split of the zoo recipe and a fingerprint.
+
+Splits: ``test`` and ``train`` are the source's; ``val`` is the held-out 5 % of the source's train split
+(``Dataset.train_test_split(test_size=0.05, seed=42)["test"]``) and ``train-main`` the other 95 % (what the zoo
+trains on). Greedy soup and RADIN only ever read ``val``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hfsoup.errors import DatasetError, first_line
+
+DEFAULT_DATASET = "uoft-cs/cifar100"
+IMAGE_COLUMNS = ("img", "image")
+LABEL_COLUMNS = ("fine_label", "label")
+VAL_FRACTION = 0.05
+SPLIT_SEED = 42
+SPLITS = ("test", "val", "train", "train-main")
+
+
+@dataclass
+class ImageData:
+    """Decoded images (uint8, N x C x H x W) and integer labels of one split, with provenance."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: list[str] | None
+    dataset: str
+    split: str
+    revision: str | None = None
+    indices_sha256: str | None = None  # hash of the chosen row indices (held-out splits)
+    _fingerprint: str | None = field(default=None, repr=False)
+    _normalized: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the decoded images and labels: identifies the split's content (cache keys, manifests)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(self.images.contiguous().numpy().tobytes())
+            h.update(self.labels.to(torch.int64).numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def normalized(self, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+        """Float32 images normalised with ``mean``/``std``, computed once per (mean, std) and kept."""
+        key = (tuple(float(m) for m in mean), tuple(float(s) for s in std))
+        if key not in self._normalized:
+            m = torch.tensor(key[0]).view(1, -1, 1, 1)
+            s = torch.tensor(key[1]).view(1, -1, 1, 1)
+            self._normalized[key] = (self.images.float().div_(255.0) - m).div_(s)
+        return self._normalized[key]
+
+    def subset(self, n: int) -> "ImageData":
+        return ImageData(self.images[:n], self.labels[:n], self.class_names, self.dataset, self.split,
+                         self.revision, self.indices_sha256)
+
+    def describe(self) -> dict:
+        """Provenance recorded with every result."""
+        return {"dataset": self.dataset, "revision": self.revision, "split": self.split, "num_samples": len(self),
+                "fingerprint": self.fingerprint, "indices_sha256": self.indices_sha256}
+
+
+def heldout_indices(num_rows: int, test_size: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> tuple[list, list]:
+    """Row indices (train part, held-out part) of ``Dataset.train_test_split(test_size, seed=seed)``.
+
+    Computed by running that very function on an index column, so it matches the split of any dataset with
+    ``num_rows`` rows exactly.
+    """
+    import datasets
+
+    idx = datasets.Dataset.from_dict({"i": np.arange(num_rows, dtype=np.int64)})
+    parts = idx.train_test_split(test_size=test_size, seed=seed)
+    return list(parts["train"]["i"]), list(parts["test"]["i"])
+
+
+def _indices_hash(indices: Sequence[int]) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def load_split(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision: str | None = None,
+               name: str | None = None):
+    """The raw ``datasets.Dataset`` of ``split`` (``val``/``train-main`` carved from ``train``), and the row
+    indices used for a carved split (None otherwise)."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
+    source_split = "train" if split in ("val", "train-main") else split
+    ds = _load_source(dataset, source_split, revision=revision, name=name)
+    if split in ("val", "train-main"):
+        train_idx, val_idx = heldout_indices(len(ds))
+        indices = val_idx if split == "val" else train_idx
+        return ds.select(indices), indices
+    return ds, None
+
+
+def _load_source(dataset: str, split: str, *, revision: str | None, name: str | None):
+    import datasets
+
+    if dataset.startswith("sklearn:"):  # built-in small datasets (hfsoup.data.digits): offline, no download
+        from hfsoup.data.digits import load_sklearn_split
+
+        return load_sklearn_split(dataset, split)
+    path = Path(dataset).expanduser()
+    try:
+        if path.exists():
+            if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+                obj = datasets.load_from_disk(str(path))
+                if isinstance(obj, datasets.DatasetDict):
+                    if split not in obj:
+                        raise DatasetError(f"'{dataset}' has no '{split}' split (it has {', '.join(obj)})")
+                    return obj[split]
+                return obj
+            if path.is_file():
+                return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
+            return datasets.load_dataset(str(path), name, split=split)
+        return datasets.load_dataset(dataset, name, split=split, revision=revision)
+    except DatasetError:
+        raise
+    except ValueError as e:
+        msg = first_line(e)
+        if "split" in msg.lower():
+            raise DatasetError(f"'{dataset}' has no '{split}' split ({msg})") from None
+        raise DatasetError(f"cannot load dataset '{dataset}': {msg}") from None
+    except Exception as e:  # noqa: BLE001 - datasets raises many types (FileNotFound, ConnectionError, HfHubHTTPError…)
+        msg = first_line(e)
+        hint = ("" if path.exists() else
+                "; offline? pass a local parquet folder or a saved dataset, or pre-fill the HF cache")
+        raise DatasetError(f"cannot load dataset '{dataset}' ({type(e).__name__}: {msg[:200]}){hint}") from None
+
+
+def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, option: str):
+    if wanted is not None:
+        if wanted not in columns:
+            raise DatasetError(f"no {what} column '{wanted}' in the dataset (columns: {', '.join(columns)}); "
+                               f"pass the right name with {option}")
+        return wanted
+    for c in candidates:
+        if c in columns:
+            return c
+    raise DatasetError(f"cannot find the {what} column (tried {', '.join(candidates)}; columns: "
+                       f"{', '.join(columns)}): name it with {option}")
+
+
+def decode_images(values, size: int | None = 32) -> np.ndarray:
+    """Decode a batch of image values (PIL images, ``{"bytes": …}`` dicts or arrays) to uint8 N x H x W x 3."""
+    from PIL import Image
+    import io
+
+    out = []
+    for v in values:
+        if isinstance(v, dict):
+            v = Image.open(io.BytesIO(v["bytes"])) if v.get("bytes") else Image.open(v["path"])
+        if isinstance(v, Image.Image):
+            v = v.convert("RGB")
+            if size and v.size != (size, size):
+                v = v.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(v, dtype=np.uint8)
+        else:
+            arr = np.asarray(v, dtype=np.uint8)
+            if arr.ndim == 2:
+                arr = np.repeat(arr[..., None], 3, axis=-1)
+        out.append(arr)
+    return np.stack(out)
+
+
+def to_image_data(ds, *, dataset: str, split: str, revision: str | None = None, image_column: str | None = None,
+                  label_column: str | None = None, limit: int | None = None, indices=None,
+                  batch_size: int = 1000, progress: bool = True, image_size: int | None = 32) -> ImageData:
+    """Decode a ``datasets.Dataset`` once into an :class:`ImageData`."""
+    import datasets
+
+    columns = list(ds.column_names)
+    img_col = _pick_column(columns, image_column, IMAGE_COLUMNS, "image", "--image-column")
+    lab_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column")
+    if limit is not None:
+        if limit <= 0:
+            raise DatasetError(f"--limit must be positive, got {limit}")
+        ds = ds.select(range(min(limit, len(ds))))
+        indices = None if indices is None else indices[:limit]
+    if len(ds) == 0:
+        raise DatasetError(f"split '{split}' of '{dataset}' is empty")
+    feature = ds.features[lab_col]
+    class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+    ds = ds.select_columns([img_col, lab_col])
+    if isinstance(ds.features[img_col], datasets.Image):
+        ds = ds.cast_column(img_col, datasets.Image(decode=False))  # decode ourselves, in batches
+    images = np.empty((len(ds), image_size or 32, image_size or 32, 3), dtype=np.uint8) if image_size else None
+    chunks, labels = [], np.empty(len(ds), dtype=np.int64)
+    bar = tqdm(total=len(ds), desc=f"decoding {split}", unit="img", disable=not progress, leave=False)
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start:start + batch_size]
+        arr = decode_images(batch[img_col], size=image_size)
+        if images is not None:
+            images[start:start + len(arr)] = arr
+        else:
+            chunks.append(arr)
+        try:
+            labels[start:start + len(arr)] = np.asarray(batch[lab_col], dtype=np.int64)
+        except (TypeError, ValueError):
+            raise DatasetError(f"label column '{lab_col}' does not hold integer class ids: pass the right one "
+                               f"with --label-column") from None
+        bar.update(len(arr))
+    bar.close()
+    if images is None:
+        images = np.concatenate(chunks)
+    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
+                     class_names, dataset, split, revision,
+                     _indices_hash(indices) if indices is not None else None)
+
+
+def load_image_data(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision: str | None = None,
+                    image_column: str | None = None, label_column: str | None = None, limit: int | None = None,
+                    name: str | None = None, progress: bool = True) -> ImageData:
+    """Load and decode one split of an image classification dataset.
+
+    Args:
+        dataset: a Hub dataset id (default ``uoft-cs/cifar100``), a local folder of parquet files, a parquet
+            file, or a folder written by ``save_to_disk``.
+        split: ``test``, ``train``, ``val`` (the held-out 5 % of train, seed 42) or ``train-main`` (the rest).
+        image_column / label_column: column names; by default ``img``/``image`` and ``fine_label``/``label``.
+        limit: keep only the first ``limit`` rows (quick runs).
+    """
+    ds, indices = load_split(dataset, split, revision=revision, name=name)
+    return to_image_data(ds, dataset=dataset, split=split, revision=revision, image_column=image_column,
+                         label_column=label_column, limit=limit, indices=indices, progress=progress)

@@ -1,0 +1,327 @@
+"""Robustness to corruptions: accuracy and loss of models and soups on CIFAR-100-C per corruption and severity,
+the mean over the selected corruptions (the paper's headline is the mean at severity 3), the soup gain on
+corrupted data beside the clean gain, and the robustness gap (corrupted loss − clean loss).
+
+Each (corruption, severity) cell is decoded once and every model is evaluated on it in large batches before the
+next cell is loaded, so memory holds one cell at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+
+from hfsoup.data.cifar100c import DEFAULT_CORRUPTED_DATASET, iter_corrupted, parse_corruptions, parse_severities
+from hfsoup.core.results import SplitResult
+from hfsoup.errors import HfSoupError
+from hfsoup.eval.metrics import EvalResult, evaluate_model, soup_gain
+
+PREFIX = "cifar100-c"
+
+
+def result_key(corruption_set: str, severity: int) -> str:
+    """Key of a corrupted result in ``Soup.results`` / reports: ``cifar100-c/<set>/s<severity>``."""
+    return f"{PREFIX}/{corruption_set}/s{severity}"
+
+
+class CorruptedResults:
+    """Per model, per (corruption, severity): an :class:`EvalResult`; means over corruptions per severity."""
+
+    def __init__(self, source: str, revision: str | None, corruption_set: str, corruptions: list[str],
+                 severities: list[int]):
+        self.source, self.revision = source, revision
+        self.corruption_set, self.corruptions, self.severities = corruption_set, corruptions, severities
+        self.cells: dict[str, dict[tuple[str, int], EvalResult]] = {}
+        self.fingerprints: dict[tuple[str, int], str] = {}
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.cells)
+
+    def mean(self, model: str, severity: int) -> EvalResult:
+        """Mean accuracy and mean loss over the selected corruptions at ``severity``."""
+        rs = [self.cells[model][(c, severity)] for c in self.corruptions]
+        return EvalResult(accuracy=sum(r.accuracy for r in rs) / len(rs), loss=sum(r.loss for r in rs) / len(rs),
+                          num_samples=sum(r.num_samples for r in rs))
+
+    def describe(self, severity: int | None = None) -> dict:
+        d = {"dataset": self.source, "revision": self.revision, "split": "test", "config": self.corruption_set,
+             "corruptions": self.corruptions}
+        if severity is None:
+            d["severities"] = self.severities
+        else:
+            # model-index entries are told apart by dataset config: one per corruption set *and* severity
+            d.update(config=f"{self.corruption_set}-s{severity}", corruption_set=self.corruption_set,
+                     severity=severity)
+            d["num_samples"] = sum(self.cells[self.models[0]][(c, severity)].num_samples
+                                   for c in self.corruptions) if self.cells else 0
+        return d
+
+    def per_corruption(self, model: str) -> dict:
+        return {c: {f"s{s}": self.cells[model][(c, s)].to_dict() for s in self.severities} for c in self.corruptions}
+
+    def gains(self, soup: str, parents: Sequence[str], clean: Mapping[str, EvalResult] | None = None) -> dict:
+        """Per severity: soup gain on the corrupted mean and, with ``clean`` results, the robustness gap.
+
+        Robustness gap = corrupted loss − clean loss; ``robustness_gap_gain`` = min over parents of their gap −
+        the soup's gap (positive: souping narrowed the gap; the paper's Figure A15 finds no systematic change).
+        """
+        out = {}
+        for s in self.severities:
+            g = soup_gain(self.mean(soup, s), [self.mean(p, s) for p in parents])
+            if clean and soup in clean and all(p in clean for p in parents):
+                gaps = {m: self.mean(m, s).loss - clean[m].loss for m in [soup, *parents]}
+                parent_gap = min(gaps[p] for p in parents)
+                g.update(robustness_gap=gaps[soup], parents_min_robustness_gap=parent_gap,
+                         robustness_gap_gain=parent_gap - gaps[soup],
+                         clean_accuracy_gain=soup_gain(clean[soup], [clean[p] for p in parents])["accuracy_gain"])
+            out[f"s{s}"] = g
+        return out
+
+    def to_dict(self) -> dict:
+        return {"data": self.describe(),
+                "models": {m: {"mean": {f"s{s}": self.mean(m, s).to_dict() for s in self.severities},
+                               "per_corruption": self.per_corruption(m)} for m in self.models}}
+
+
+def evaluate_corrupted(models, corrupted_source: str = DEFAULT_CORRUPTED_DATASET, corruptions="all", severities=3,
+                       *, revision: str | None = None, limit: int | None = None, batch_size: int = 1000,
+                       device=None, progress: bool = True, results: CorruptedResults | None = None,
+                       ) -> CorruptedResults:
+    """Evaluate models on CIFAR-100-C.
+
+    Args:
+        models: ``{name: model}`` or a list; a model is a ``torch.nn.Module``, an
+            :class:`~hfsoup.core.ingredients.Ingredient` or a :class:`~hfsoup.core.soup.Soup` (anything with
+            ``create_model()``). Lists are named by ``reference`` (or ``model0``, ``model1``…; a Soup is ``soup``).
+        corrupted_source: a Hub dataset id or local folder converted by ``hfsoup data cifar100c``.
+        corruptions: ``all`` (19), ``common`` (15), ``extra`` (4), names, or a comma list.
+        severities: a level (3), a range (``"1-5"``) or a list.
+        results: add to an existing :class:`CorruptedResults` of the same selection (models already in it are
+            not evaluated again).
+    Returns a :class:`CorruptedResults` (``.mean(name, severity)``, ``.cells``, ``.gains(...)``, ``.to_dict()``).
+    """
+    from tqdm.auto import tqdm
+
+    set_name, names = parse_corruptions(corruptions)
+    levels = parse_severities(severities)
+    if not isinstance(models, Mapping):
+        models = {_default_name(m, i): m for i, m in enumerate(models)}
+    if results is None:
+        results = CorruptedResults(corrupted_source, revision, set_name, names, levels)
+    elif (results.corruptions, results.severities) != (names, levels):
+        raise HfSoupError("cannot add to corrupted results of another corruption/severity selection")
+    todo = {k: v for k, v in models.items() if k not in results.cells}
+    if not todo:
+        return results
+    built = {k: (v if isinstance(v, torch.nn.Module) else v.create_model()) for k, v in todo.items()}
+    for k in built:
+        results.cells[k] = {}
+    bar = tqdm(total=len(names) * len(levels), desc="CIFAR-100-C", unit="cell", disable=not progress)
+    for c, s, data in iter_corrupted(corrupted_source, names, levels, revision=revision, limit=limit,
+                                     progress=False):
+        bar.set_description(f"CIFAR-100-C {c} s{s}")
+        results.fingerprints[(c, s)] = data.fingerprint if len(data) <= 20_000 else ""
+        for k, module in built.items():
+            results.cells[k][(c, s)] = evaluate_model(module, data, batch_size=batch_size, device=device,
+                                                      progress=False)
+        data._normalized.clear()
+        del data
+        bar.update(1)
+    bar.close()
+    return results
+
+
+def _default_name(m, i: int) -> str:
+    if getattr(m, "reference", None):
+        return m.reference
+    if type(m).__name__ == "Soup":
+        return "soup"
+    return f"model{i}"
+
+
+def record_in_soup(soup, corrupted: CorruptedResults, soup_name: str = "soup",
+                   clean: Mapping[str, EvalResult] | None = None) -> dict:
+    """Store the corrupted results of ``soup`` and its ingredients in ``soup.results`` (one entry per corruption
+    set and severity, keyed :func:`result_key`, shaped like clean entries: data, models, gain)."""
+    refs = [i.reference for i in soup.ingredients]
+    used = [i.reference for i, w in zip(soup.ingredients, soup.weights) if w > 0]
+    gains = corrupted.gains(soup_name, used, clean)
+    entries = {}
+    for s in corrupted.severities:
+        data = corrupted.describe(s)
+        data["per_corruption"] = {c: {m: corrupted.cells[m][(c, s)].to_dict() for m in [soup_name, *refs]}
+                                  for c in corrupted.corruptions}
+        entry = SplitResult(data=data, models={"soup": corrupted.mean(soup_name, s),
+                                               **{r: corrupted.mean(r, s) for r in refs}}, gain=gains[f"s{s}"])
+        soup.results[result_key(corrupted.corruption_set, s)] = entry
+        entries[result_key(corrupted.corruption_set, s)] = entry
+    return entries
+
+
+# -- CLI glue ------------------------------------------------------------------------------------------------------
+def add_corrupted_options(p) -> None:
+    """Options of eval/mix/soup: ``--eval-corrupted``, ``--corrupted-dataset``, ``--corruptions``, ``--severity``."""
+    g = p.add_argument_group("corrupted data (CIFAR-100-C)")
+    g.add_argument("--eval-corrupted", action="store_true",
+                   help="also evaluate on CIFAR-100-C (mean over corruptions, per severity) with soup gain")
+    g.add_argument("--corrupted-dataset", default=None,
+                   help="converted CIFAR-100-C: Hub dataset id or local folder (`hfsoup data cifar100c`); default: "
+                        f"the value of --dataset cifar100-c=…, else {DEFAULT_CORRUPTED_DATASET}")
+    g.add_argument("--corrupted-revision", default=None, help="revision of the corrupted dataset")
+    g.add_argument("--corruptions", default="all",
+                   help="all (19), common (15), extra (4) or corruption names, comma separated (default: all)")
+    g.add_argument("--severity", default="3", help="severity 1-5: a level, a range (1-5) or a list (default: 3)")
+
+
+def _corrupted_source(args) -> str | None:
+    """The corrupted dataset selected by ``--dataset cifar100-c=SRC`` or ``--eval-corrupted``, else None."""
+    ds = getattr(args, "dataset", None) or ""
+    from_dataset = ds.split("=", 1)[1] if ds.lower().startswith(PREFIX + "=") else None
+    if from_dataset is not None and not from_dataset:
+        raise HfSoupError("--dataset cifar100-c= needs a dataset: cifar100-c=<hub id or converted folder>")
+    if from_dataset is None and not getattr(args, "eval_corrupted", False):
+        return None
+    return getattr(args, "corrupted_dataset", None) or from_dataset or DEFAULT_CORRUPTED_DATASET
+
+
+def wants_corrupted(args) -> bool:
+    return _corrupted_source(args) is not None
+
+
+def _run(args, models: dict, results: CorruptedResults | None = None) -> CorruptedResults:
+    from hfsoup.cli import _progress
+
+    # The selection is parsed (and rejected) before any model is built.
+    parse_corruptions(args.corruptions)
+    parse_severities(args.severity)
+    return evaluate_corrupted(models, _corrupted_source(args), args.corruptions, args.severity,
+                              revision=args.corrupted_revision, limit=args.limit, batch_size=max(args.batch_size, 1),
+                              device=args.device, progress=_progress(args), results=results)
+
+
+def evaluate_soup_cli(soup, args, data, ctx) -> None:
+    """``mix``/``soup`` with ``--eval-corrupted``: evaluate the soup (ingredients once per run) and record it."""
+    if not wants_corrupted(args):
+        return
+    shared = ctx.get("corrupted")
+    prev = None
+    if shared is not None:  # ingredients of an earlier soup of this run are reused; the new soup is evaluated
+        prev = shared
+        prev.cells.pop("soup", None)
+    models = {i.reference: i for i in soup.ingredients}
+    models["soup"] = soup
+    res = _run(args, models, prev)
+    ctx["corrupted"] = res
+    clean = None
+    if data is not None and data.split in soup.results:
+        clean = soup.results[data.split].models
+    entries = record_in_soup(soup, res, clean=clean)
+    extra = ctx.setdefault("report_extra", {}).setdefault("corrupted", {
+        "data": res.describe(), "ingredients": {}, "soups": []})
+    extra["ingredients"] = {r: {"mean": {f"s{s}": res.mean(r, s).to_dict() for s in res.severities},
+                                "per_corruption": res.per_corruption(r)}
+                            for r in models if r != "soup"}
+    extra["soups"].append({"recipe": soup.recipe, "weights": soup.weights,
+                           "mean": {f"s{s}": res.mean("soup", s).to_dict() for s in res.severities},
+                           "per_corruption": res.per_corruption("soup"),
+                           "gain": {k.rsplit("/", 1)[1]: e.gain for k, e in entries.items()}})
+
+
+def cmd_eval_corrupted(args, ings) -> dict:
+    """``hfsoup eval`` on CIFAR-100-C (``--dataset cifar100-c=SRC``, or ``--eval-corrupted`` beside a clean split):
+    per model the corrupted mean per severity and per corruption; soups listed with all their parents get gains."""
+    from hfsoup.cli import _eval_kwargs, _load_data, _print_json, _soup_parents
+
+    ds = args.dataset or ""
+    clean_data = None if ds.lower().startswith(PREFIX + "=") else _load_data(args)
+    clean = {}
+    if clean_data is not None:
+        for ing in ings:
+            clean[ing.reference] = evaluate_model(ing.create_model(), clean_data, desc=f"eval {ing.name}"[:40],
+                                                  **_eval_kwargs(args))
+    res = _run(args, {ing.reference: ing for ing in ings})
+    by_sha = {ing.sha256: ing.reference for ing in ings}
+    rows = []
+    for ing in ings:
+        row = dict(ing.describe())
+        if clean:
+            row["clean"] = clean[ing.reference].to_dict()
+        row["corrupted"] = {"mean": {f"s{s}": res.mean(ing.reference, s).to_dict() for s in res.severities},
+                            "per_corruption": res.per_corruption(ing.reference)}
+        parents = _soup_parents(ing, by_sha)
+        if parents:
+            row["gain_against"] = parents
+            row["corrupted"]["gain"] = res.gains(ing.reference, parents, clean or None)
+            if clean:
+                row["clean"]["gain"] = soup_gain(clean[ing.reference], [clean[p] for p in parents])
+        rows.append(row)
+    doc = {"data": clean_data.describe() if clean_data is not None else None, "corrupted_data": res.describe(),
+           "models": rows}
+    if args.json:
+        _print_json(doc)
+    else:
+        print_eval_tables(doc)
+    return doc
+
+
+# -- tables --------------------------------------------------------------------------------------------------------
+def print_eval_tables(doc) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    d = doc["corrupted_data"]
+    sevs = d["severities"]
+    for row in doc["models"]:
+        t = Table(title=escape(f"{row['reference']} on CIFAR-100-C ({d['dataset']}, {d['config']}): accuracy / loss"))
+        t.add_column("corruption")
+        for s in sevs:
+            t.add_column(f"s{s}", justify="right")
+        for c, cells in row["corrupted"]["per_corruption"].items():
+            t.add_row(c, *(f"{100 * cells[f's{s}']['accuracy']:.2f}% / {cells[f's{s}']['loss']:.3f}" for s in sevs))
+        mean = row["corrupted"]["mean"]
+        t.add_row("[bold]mean[/bold]", *(f"{100 * mean[f's{s}']['accuracy']:.2f}% / {mean[f's{s}']['loss']:.3f}"
+                                         for s in sevs))
+        g = row["corrupted"].get("gain")
+        if g:
+            t.add_row("soup gain", *(f"{100 * g[f's{s}']['accuracy_gain']:+.2f} / {g[f's{s}']['loss_gain']:+.3f}"
+                                     for s in sevs))
+        console.print(t)
+        if "clean" in row:
+            console.print(f"clean: {100 * row['clean']['accuracy']:.2f}% / {row['clean']['loss']:.4f}")
+
+
+def print_soup_tables(doc) -> None:
+    """Corrupted part of the mix/soup report (``doc['corrupted']``)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    cor = doc.get("corrupted")
+    if not cor:
+        return
+    d = cor["data"]
+    sevs = d["severities"]
+    t = Table(title=escape(f"CIFAR-100-C mean over {len(d['corruptions'])} corruptions ({d['config']}, "
+                           f"{d['dataset']}): accuracy / loss"))
+    t.add_column("model")
+    for s in sevs:
+        t.add_column(f"s{s}", justify="right")
+        t.add_column(f"gain s{s}", justify="right")
+    for ref, r in cor["ingredients"].items():
+        cells = []
+        for s in sevs:
+            m = r["mean"][f"s{s}"]
+            cells += [f"{100 * m['accuracy']:.2f}% / {m['loss']:.3f}", ""]
+        t.add_row(escape(ref), *cells)
+    for sp in cor["soups"]:
+        cells = []
+        for s in sevs:
+            m, g = sp["mean"][f"s{s}"], sp["gain"][f"s{s}"]
+            cells += [f"{100 * m['accuracy']:.2f}% / {m['loss']:.3f}",
+                      f"{100 * g['accuracy_gain']:+.2f} / {g['loss_gain']:+.3f}"]
+        t.add_row("soup " + ",".join(f"{w:.3g}" for w in sp["weights"]), *cells)
+    Console(highlight=False).print(t)

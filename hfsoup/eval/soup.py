@@ -1,0 +1,30 @@
+"""Scoring a soup against its ingredients on one split: the soup and every ingredient (those not already scored)
+are evaluated, and the :class:`~hfsoup.core.results.SplitResult` is stored in ``soup.results``."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from hfsoup.core.results import EvalResult, SplitResult
+from hfsoup.core.soup import Soup
+from hfsoup.data.images import ImageData
+from hfsoup.eval.metrics import evaluate_model
+
+
+def evaluate_soup(soup: Soup, data: ImageData, *, ingredient_results: Mapping[str, EvalResult] | None = None,
+                  key: str | None = None, **eval_kwargs) -> SplitResult:
+    """Evaluate ``soup`` and its ingredients (those not in ``ingredient_results``) on ``data``.
+
+    The result is stored under ``soup.results[key or data.split]`` and returned. ``eval_kwargs`` go to
+    :func:`~hfsoup.eval.metrics.predict_logits` (``batch_size``, ``device``, ``progress``).
+    """
+    known = dict(ingredient_results or {})
+    for ing in soup.ingredients:
+        if ing.reference not in known:
+            known[ing.reference] = evaluate_model(ing.create_model(), data, desc=f"eval {ing.name}"[:40],
+                                                  **eval_kwargs)
+    soup_result = evaluate_model(soup.create_model(), data, desc="eval soup", **eval_kwargs)
+    entry = SplitResult.build(data.describe(), soup_result, {i.reference: known[i.reference] for i in soup.ingredients},
+                              soup.used_references)
+    soup.results[key or data.split] = entry
+    return entry

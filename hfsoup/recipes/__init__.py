@@ -1,0 +1,1 @@
+"""Soup recipes: mix / uniform / weighted, greedy, RADIN, learned, the ensemble baseline, BN recalibration."""
