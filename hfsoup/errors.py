@@ -11,9 +11,17 @@ def first_line(e: BaseException) -> str:
 
 
 class HfSoupError(Exception):
-    """Base class of every error hfsoup raises on purpose (bad input, missing files, incompatible models)."""
+    """Base class of every error hfsoup raises on purpose (bad input, missing files, incompatible models).
+
+    Keyword fields (``repo_id``, ``path``, ``keys``, …) become attributes, for callers that handle the error.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", **fields):
+        super().__init__(message)
+        for name, value in fields.items():
+            setattr(self, name, value)
 
 
 class ModelReferenceError(HfSoupError):
@@ -54,3 +62,10 @@ class OutputExistsError(HfSoupError):
 
 class PushError(HfSoupError):
     """Uploading to the Hub failed (authentication, permissions, network)."""
+
+
+class InvalidParameterError(HfSoupError, ValueError):
+    """A recipe or command parameter is out of range or of the wrong type; ``parameter`` names it."""
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message, parameter=parameter)
