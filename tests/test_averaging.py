@@ -148,3 +148,75 @@ def test_peak_memory_does_not_hold_every_ingredient(model_dirs, monkeypatch):
     monkeypatch.setattr(mod._SafeReader, "get_tensor", tracking)
     hfsoup.average(ings)
     assert peak[0] <= 2  # the tensor being added and, at most, the previous one awaiting collection
+
+
+def test_weights_within_tolerance_are_rescaled_by_their_exact_sum(model_dirs):
+    """[0.3, 0.6999991] sums to 1 within the 1e-6 tolerance: accepted, and divided by the exact sum, so a model
+    souped with itself is the model, bit for bit (it used to be scaled by 0.9999991)."""
+    import math
+
+    weights = hfsoup.check_weights([0.3, 0.6999991], 2)
+    total = math.fsum([0.3, 0.6999991])
+    assert weights == [0.3 / total, 0.6999991 / total] and math.fsum(weights) == 1.0
+    ing = hfsoup.load_ingredient(str(model_dirs[0]))
+    out = hfsoup.average([ing, ing], [0.3, 0.6999991])
+    expected = _sd(model_dirs[0])
+    for key in expected:
+        assert torch.equal(out[key], expected[key]), key
+    # weights that sum to exactly one are returned unchanged (golden results stay exact)
+    assert hfsoup.check_weights([0.25, 0.75], 2) == [0.25, 0.75]
+    assert hfsoup.check_weights([1 / 3] * 3, 3) == [1 / 3] * 3
+
+
+def _float64_model(tmp_path, name, seed, fc_value=None):
+    import timm
+
+    torch.manual_seed(seed)
+    m = timm.create_model("resnet10_cifar_nano", num_classes=10).double().eval()
+    if fc_value is not None:
+        with torch.no_grad():
+            m.fc.weight.fill_(fc_value)
+    return hfsoup.hub.format.save_model(m, tmp_path / name)
+
+
+def test_huge_finite_float64_values_are_not_called_an_overflow(tmp_path):
+    """640 values of 1e306 sum past float64's range; the check used to sum the result and report "overflow when
+    casting back" for a perfectly finite soup."""
+    a = _float64_model(tmp_path, "a", 0, fc_value=1e306)
+    b = _float64_model(tmp_path, "b", 1, fc_value=1e306)
+    soup = hfsoup.mix(a, b, 0.5)
+    assert soup.state_dict["fc.weight"].dtype == torch.float64
+    assert torch.equal(soup.state_dict["fc.weight"], torch.full((10, 64), 1e306, dtype=torch.float64))
+
+
+def test_non_finite_float64_result_names_its_cause(tmp_path):
+    good = _float64_model(tmp_path, "good", 0)
+    bad = _float64_model(tmp_path, "bad", 1, fc_value=float("inf"))
+    with pytest.raises(NonFiniteError, match=r"'fc.weight' contains NaN/Inf \(non-finite values in .*bad\)") as e:
+        hfsoup.mix(good, bad, 0.5)
+    assert e.value.key == "fc.weight" and e.value.references == [str(bad)]
+    # finite inputs whose sum overflows float64: a real overflow, said as such
+    big = [_float64_model(tmp_path, f"big{i}", i, fc_value=1.5e308) for i in range(2)]
+    with pytest.raises(NonFiniteError, match="the ingredients are finite, but their weighted sum overflows float64"):
+        hfsoup.mix(big[0], big[1], 0.5)
+
+
+def test_all_finite():
+    from hfsoup.core.averaging import all_finite
+
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        assert all_finite(torch.tensor([1.0, -2.0], dtype=dtype))
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            assert not all_finite(torch.tensor([1.0, bad], dtype=dtype)), (dtype, bad)
+    assert all_finite(torch.empty(0)) and all_finite(torch.tensor([3], dtype=torch.int64))
+
+
+def test_mix_models_is_the_registry_entry_of_mix(model_dirs):
+    soup = hfsoup.get_recipe("mix").load()(model_dirs[:2], alpha=0.25, integer_policy="mean", progress=False)
+    ref = hfsoup.mix(model_dirs[0], model_dirs[1], 0.25)
+    assert soup.weights == [0.75, 0.25] and soup.parameters == {"alpha": 0.25, "integer_policy": "mean"}
+    assert all(torch.equal(soup.state_dict[k], ref.state_dict[k]) for k in ref.state_dict)
+    with pytest.raises(hfsoup.HfSoupError, match="recipe 'mix' takes exactly 2 models, got 3"):
+        hfsoup.get_recipe("mix").load()(model_dirs)
+    with pytest.raises(hfsoup.HfSoupError, match=r"--alpha must be <= 1, got 1.5"):
+        hfsoup.get_recipe("mix").load()(model_dirs[:2], alpha=1.5)

@@ -1,5 +1,6 @@
 """Learned soup: softmax weights, a planted bad ingredient, exact global-mode state dict, per-layer weights,
-determinism, held-out isolation, CLI and option errors. Tiny models and data: every test runs in seconds on CPU."""
+determinism, the weight-decay default, held-out isolation, CLI and option errors. Tiny models and data: every test
+runs in seconds on CPU."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from hfsoup.core.averaging import average
 from hfsoup.data.images import ImageData
 from conftest import make_model
 
-FAST = {"epochs": 3, "batch_size": 16, "device": "cpu"}
+FAST = {"epochs": 3, "train_batch_size": 16, "device": "cpu"}
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +26,7 @@ def _cache(tmp_path, monkeypatch):
 def good_bad(tmp_path_factory):
     """Two ingredients sharing a backbone: 'good' labels the held-out data itself (100 % held-out accuracy),
     'bad' is the same model with a random head. Returns ([bad_dir, good_dir], held-out data)."""
-    from hfsoup.eval.metrics import _norm_stats
+    from hfsoup.eval.metrics import norm_stats
     from hfsoup.hub.format import save_model
 
     root = tmp_path_factory.mktemp("learned")
@@ -38,7 +39,7 @@ def good_bad(tmp_path_factory):
     images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     data = ImageData(images, torch.zeros(32, dtype=torch.long), None, "synthetic", "val")
     with torch.no_grad():
-        labels = good(data.normalized(*_norm_stats(good))).argmax(1)
+        labels = good(data.normalized(*norm_stats(good))).argmax(1)
     data = ImageData(images, labels, None, "synthetic", "val")
     return [save_model(bad, root / "bad"), save_model(good, root / "good")], data
 
@@ -48,7 +49,7 @@ def test_global_weights_planted_bad_and_exact_average(good_bad):
     soup = hfsoup.learned_soup(dirs, data, **FAST)
     w = soup.weights
     assert soup.recipe == "learned" and len(w) == 2
-    assert all(x >= 0 for x in w) and sum(w) == pytest.approx(1.0, abs=1e-12)
+    assert sum(w) == pytest.approx(1.0, abs=1e-12)
     assert w[1] > 0.75 > w[0]  # the good ingredient dominates
     # the written state dict is exactly average(ingredients, learned weights)
     ref = average(soup.ingredients, w)
@@ -59,8 +60,12 @@ def test_global_weights_planted_bad_and_exact_average(good_bad):
     assert [p["epoch"] for p in log["curve"]] == [0, 1, 2, 3]
     assert log["curve"][0]["weights"] == pytest.approx([0.5, 0.5]) and log["curve"][0]["train_loss"] is None
     assert log["curve"][-1]["heldout_loss_scaled"] < log["curve"][0]["heldout_loss_scaled"]
-    assert log["temperature"] > 0 and log["temperature"] == soup.parameters["temperature"]
+    assert log["temperature"] == log["curve"][-1]["temperature"] != 1.0  # learned, starting at T = 1
     assert log["options"]["epochs"] == 3 and log["options"]["lr"] == 0.1 and log["options"]["seed"] == 0
+    assert log["options"]["weight_decay"] == 0.0  # the reference code's default
+    assert soup.parameters == {"epochs": 3, "lr": 0.1, "train_batch_size": 16, "weight_decay": 0.0,
+                               "init": "uniform", "per_layer": False, "seed": 0, "integer_policy": "mean",
+                               "heldout": data.describe()}
     assert log["cost"]["optimizer_steps"] == 6  # 3 epochs x ceil(32 / 16)
     # the recorded held-out figure is the real one of the written weights
     res = soup.results["val"].soup
@@ -69,9 +74,33 @@ def test_global_weights_planted_bad_and_exact_average(good_bad):
     json.dumps(log)  # JSON-serialisable
 
 
+def test_weight_decay_defaults_to_zero_and_is_applied(good_bad, monkeypatch):
+    """The reference code (mlfoundations/model-soups) uses no weight decay: the default is 0.0, and a given value
+    reaches AdamW."""
+    import inspect
+
+    import hfsoup.recipes.learned as learned_mod
+
+    assert inspect.signature(hfsoup.learned_soup).parameters["weight_decay"].default == 0.0
+    assert hfsoup.get_recipe("learned").param("weight_decay").default == 0.0
+    seen = []
+    real = torch.optim.AdamW
+
+    def spy(params, **kw):
+        seen.append(kw["weight_decay"])
+        return real(params, **kw)
+
+    monkeypatch.setattr(learned_mod.torch.optim, "AdamW", spy)
+    dirs, data = good_bad
+    data = data.subset(8)
+    hfsoup.learned_soup(dirs, data, **dict(FAST, epochs=1))
+    hfsoup.learned_soup(dirs, data, weight_decay=0.05, **dict(FAST, epochs=1))
+    assert seen == [0.0, 0.05]
+
+
 def test_deterministic_under_seed(good_bad):
     dirs, data = good_bad
-    kw = dict(FAST, epochs=1, batch_size=4)
+    kw = dict(FAST, epochs=1, train_batch_size=4)
     data = data.subset(12)
     a = hfsoup.learned_soup(dirs, data, seed=3, **kw)
     b = hfsoup.learned_soup(dirs, data, seed=3, **kw)
@@ -88,7 +117,7 @@ def test_per_layer_weights(good_bad):
     model_params = [k for k, _ in soup.create_model().named_parameters()]
     assert list(per) == model_params  # one row per parameter tensor
     for row in per.values():
-        assert len(row) == 2 and all(x >= 0 for x in row) and sum(row) == pytest.approx(1.0, abs=1e-12)
+        assert len(row) == 2 and sum(row) == pytest.approx(1.0, abs=1e-12)
     assert per["fc.weight"][1] > 0.75  # the head of the good ingredient wins
     # Soup.weights: the mean per-tensor weight of each ingredient
     mean = [sum(r[i] for r in per.values()) / len(per) for i in range(2)]
@@ -111,10 +140,16 @@ def test_refuses_test_split_and_bad_parameters(good_bad):
     test = ImageData(data.images, data.labels, None, "synthetic", "test")
     with pytest.raises(hfsoup.HfSoupError, match="never the test split"):
         hfsoup.learned_soup(dirs, test, **FAST)
-    for bad in ({"epochs": 0}, {"lr": 0.0}, {"lr": float("nan")}, {"batch_size": 0}, {"weight_decay": -1.0},
-                {"init": "nope"}):
-        with pytest.raises(hfsoup.HfSoupError):
+    for bad, message in [({"epochs": 0}, "--learned-epochs must be >= 1, got 0"),
+                         ({"lr": 0.0}, "--learned-lr must be > 0, got 0.0"),
+                         ({"lr": float("nan")}, "--learned-lr takes a finite number, got nan"),
+                         ({"train_batch_size": 0}, "--learned-batch-size must be >= 1, got 0"),
+                         ({"weight_decay": -1.0}, "--learned-weight-decay must be >= 0, got -1.0"),
+                         ({"init": "nope"}, "--learned-init must be one of uniform, best, got 'nope'"),
+                         ({"init": [1.0]}, "init weights must be 2 positive finite numbers, got [1.0]")]:
+        with pytest.raises(hfsoup.HfSoupError) as e:
             hfsoup.learned_soup(dirs, data, **dict(FAST, **bad))
+        assert str(e.value) == message
 
 
 def test_cli_learned_json_heldout_only(model_dirs, cifar_parquet, tmp_path, capsys, loaded_splits):
@@ -132,7 +167,7 @@ def test_cli_learned_json_heldout_only(model_dirs, cifar_parquet, tmp_path, caps
     assert manifest["recipe"] == "learned"
     log = manifest["decision_log"]
     assert log["heldout"]["split"] == "val" and len(log["curve"]) == 3
-    assert log["options"]["seed"] == 1 and log["options"]["epochs"] == 2 and log["options"]["batch_size"] == 2
+    assert log["options"]["seed"] == 1 and log["options"]["epochs"] == 2 and log["options"]["train_batch_size"] == 2
     weights = [i["weight"] for i in manifest["ingredients"]]
     assert weights == log["weights"] and sum(weights) == pytest.approx(1.0)
     assert "val" in manifest["results"]

@@ -1,4 +1,5 @@
-"""Logit cache: location, hit on rerun (no forward pass), invalidation on new weights or new split, --no-cache."""
+"""Logit cache: location, hit on rerun (no forward pass), invalidation on new weights or new split, --no-cache,
+atomic writes, non-finite logits (cached, refused by the recipes with one message naming the model)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,63 @@ def test_corrupt_entry_is_recomputed(tmp_path, monkeypatch, counted):
     logit_cache.cache_path(ing, data).write_bytes(b"garbage")
     b = logit_cache.ingredient_logits(ing, data, progress=False)
     assert len(counted) == 2 and torch.equal(a, b)
+
+
+def test_write_is_atomic_and_a_read_only_cache_only_costs_recomputation(tmp_path, monkeypatch, counted):
+    from hfsoup.core import files
+    from hfsoup.hub.format import save_model
+
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
+    d = str(save_model(make_model(0, num_classes=10), tmp_path / "m"))
+    (ing,) = load_ingredients([d], min_count=1)
+    data = tiny_data(n=8)
+    written = []
+    real = files.atomic_save
+
+    def spy(path, writer):
+        written.append(path)
+        return real(path, writer)
+
+    monkeypatch.setattr(logit_cache, "atomic_save", spy)
+    a = logit_cache.ingredient_logits(ing, data, progress=False)
+    assert written == [logit_cache.cache_path(ing, data)]
+
+    def failing(path, writer):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(logit_cache, "atomic_save", failing)
+    other = tiny_data(n=8, seed=4)
+    b = logit_cache.ingredient_logits(ing, other, progress=False)  # no error: computed, not cached
+    assert b.shape == a.shape and not logit_cache.cache_path(ing, other).exists()
+
+
+def test_non_finite_logits_are_cached_and_refused_by_the_ensemble(tmp_path, monkeypatch, counted):
+    """A NaN model used to give the ensemble a NaN loss without a word; now one error names it. Its logits are
+    cached as they are, so a rerun fails from the cache without a forward pass."""
+    from hfsoup.hub.format import save_model
+
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
+    dirs = []
+    for i in range(3):
+        m = make_model(40 + i, num_classes=10)
+        if i == 1:
+            with torch.no_grad():
+                m.fc.bias[3] = float("inf")
+        dirs.append(str(save_model(m, tmp_path / f"e{i}")))
+    data = tiny_data(n=16)
+    with pytest.raises(hfsoup.NonFiniteError) as e:
+        hfsoup.ensemble_evaluate(dirs, data)
+    msg = str(e.value)
+    assert f"'{dirs[1]}' (16 of 16 images)" in msg and "remove it from the models" in msg
+    assert dirs[0] not in msg and dirs[2] not in msg and e.value.references == [dirs[1]]
+    assert len(counted) == 3
+    counted.clear()
+    with pytest.raises(hfsoup.NonFiniteError):
+        hfsoup.ensemble_evaluate(dirs, data)
+    assert counted == []
+    # without the broken model the ensemble is scored, from the cache
+    good = hfsoup.ensemble_evaluate([dirs[0], dirs[2]], data)
+    assert counted == [] and good.weights == [0.5, 0.5]
+    expected = hfsoup.metrics_from_logits(
+        (logit_cache.all_logits(load_ingredients([dirs[0], dirs[2]]), data).double().mean(0)), data.labels)
+    assert good.ensemble == expected and good.to_dict()["ensemble"] == expected.to_dict()

@@ -24,10 +24,21 @@ INTEGER_POLICIES = ("mean", "max", "first")
 WEIGHT_TOLERANCE = 1e-6
 
 
-def check_weights(weights: Sequence[float], n: int, *, normalize: bool = False) -> list[float]:
-    """Validate mixing weights: ``n`` finite, non-negative numbers summing to one.
+def check_integer_policy(policy: str) -> str:
+    """``policy`` if it is one of :data:`INTEGER_POLICIES`, else :class:`InvalidWeightsError`."""
+    if policy not in INTEGER_POLICIES:
+        raise InvalidWeightsError(f"unknown integer policy '{policy}': choose one of {', '.join(INTEGER_POLICIES)}")
+    return policy
 
-    With ``normalize=True`` positive weights that do not sum to one are rescaled instead of rejected.
+
+def check_weights(weights: Sequence[float], n: int, *, normalize: bool = False) -> list[float]:
+    """Validate mixing weights: ``n`` finite, non-negative numbers summing to one, returned divided by their exact
+    sum (:func:`math.fsum`).
+
+    Weights within :data:`WEIGHT_TOLERANCE` of summing to one are accepted and rescaled, so the result always sums
+    to one (a model souped with itself is the model, whatever the rounding of its weights); weights that sum to
+    exactly one are returned unchanged. With ``normalize=True`` positive weights that do not sum to one are
+    rescaled instead of rejected.
     """
     weights = [float(w) for w in weights]
     if len(weights) != n:
@@ -43,8 +54,8 @@ def check_weights(weights: Sequence[float], n: int, *, normalize: bool = False) 
         if not normalize:
             raise InvalidWeightsError(f"weights sum to {total:g}, not 1: fix them or normalize "
                                       f"(--normalize / normalize=True) to rescale")
-        weights = [w / total for w in weights]
-    return weights
+    # Always divide by the exact sum: x / 1.0 is x, so weights that already sum to one stay bit for bit.
+    return [w / total for w in weights]
 
 
 def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None = None, *,
@@ -65,8 +76,7 @@ def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None =
     """
     if not ingredients:
         raise InvalidWeightsError("nothing to average: no ingredients")
-    if integer_policy not in INTEGER_POLICIES:
-        raise InvalidWeightsError(f"unknown integer policy '{integer_policy}': choose one of {INTEGER_POLICIES}")
+    check_integer_policy(integer_policy)
     if accumulate_dtype not in (torch.float64, torch.float32):
         raise InvalidWeightsError("accumulate_dtype must be torch.float64 or torch.float32")
     n = len(ingredients)
@@ -103,12 +113,24 @@ def _average_float(key, readers, dtype, acc_dtype) -> torch.Tensor:
     if equal and len(readers) > 1:
         acc.div_(len(readers))
     result = acc.to(dtype)
-    # One float64 reduction detects NaN/Inf (and overflow when casting back) without a boolean mask.
-    if not torch.isfinite(result.sum(dtype=torch.float64)):
-        bad = [ing.reference for _, reader, ing in readers if not torch.isfinite(reader.get_tensor(key)).all()]
-        source = f" (non-finite values in {', '.join(bad)})" if bad else " (overflow when casting back)"
-        raise NonFiniteError(f"averaged tensor '{key}' contains NaN/Inf{source}: check the ingredients")
+    if not all_finite(result):
+        bad = [ing.reference for _, reader, ing in readers if not all_finite(reader.get_tensor(key))]
+        if bad:
+            source = f"non-finite values in {', '.join(bad)}"
+        else:  # every input is finite: the sum or the cast back to a narrower dtype overflowed
+            source = f"the ingredients are finite, but their weighted sum overflows {str(dtype).replace('torch.', '')}"
+        raise NonFiniteError(f"averaged tensor '{key}' contains NaN/Inf ({source}): check the ingredients",
+                             key=key, references=bad)
     return result
+
+
+def all_finite(t: torch.Tensor) -> bool:
+    """True when ``t`` holds no NaN and no ±Inf. One min/max reduction (NaN propagates through both), no boolean
+    mask and no sum, so huge finite values (float64 near its range) pass."""
+    if not t.dtype.is_floating_point or t.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
 
 
 def _combine_integer(key, readers, dtype, policy) -> torch.Tensor:

@@ -8,10 +8,11 @@ which changes the logits without changing the weights)::
     <cache root>/logits/<ingredient sha256>/<split fingerprint>-<config hash, 12 hex>.safetensors
 
 The cache root follows the Hugging Face conventions: ``$HFSOUP_CACHE`` when set, else ``$HF_HOME/hfsoup``
-(``~/.cache/huggingface/hfsoup`` by default). Files are written to a temporary name and renamed, so a crash never
-leaves a partial entry, and concurrent writers of the same entry are harmless (same content, last rename wins).
-Changing the weights (new sha256) or the split (new fingerprint) gives a new key: stale entries are never read.
-Delete the folder to reclaim space.
+(``~/.cache/huggingface/hfsoup`` by default). Entries are written atomically (:func:`hfsoup.core.files.atomic_save`),
+so a crash never leaves a partial entry, and concurrent writers of the same entry are harmless (same content, last
+rename wins). Changing the weights (new sha256) or the split (new fingerprint) gives a new key: stale entries are
+never read. Logits are cached as the model gives them, NaN included (the recipes refuse non-finite logits, with
+a message naming the model). Delete the folder to reclaim space.
 """
 
 from __future__ import annotations
@@ -19,16 +20,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from hfsoup.core.files import atomic_save
+from hfsoup.core.ingredients import Ingredient
 from hfsoup.data.images import ImageData
 from hfsoup.eval.metrics import predict_logits
-from hfsoup.core.ingredients import Ingredient
 
 LOGITS_KEY = "logits"
+
+
+@dataclass
+class CacheStats:
+    """Counts of cache hits and misses (forward passes) of one recipe run."""
+
+    hits: int = 0
+    misses: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def cache_root() -> Path:
@@ -63,7 +76,7 @@ def _read(path: Path, num_samples: int) -> torch.Tensor | None:
         logits = load_file(str(path))[LOGITS_KEY]
     except Exception:  # noqa: BLE001 - a missing, truncated or foreign file is a miss: recompute and overwrite
         return None
-    if logits.ndim != 2 or logits.shape[0] != num_samples or not torch.isfinite(logits).all():
+    if logits.ndim != 2 or logits.shape[0] != num_samples:
         return None
     return logits
 
@@ -71,33 +84,30 @@ def _read(path: Path, num_samples: int) -> torch.Tensor | None:
 def _write(path: Path, logits: torch.Tensor, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        save_file({LOGITS_KEY: logits.contiguous()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        atomic_save(path, lambda tmp: save_file({LOGITS_KEY: logits.contiguous()}, str(tmp), metadata=metadata))
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only or full cache only costs recomputation next time
+        pass  # a read-only or full cache only costs recomputation next time
 
 
 def ingredient_logits(ingredient: Ingredient, data: ImageData, *, cache: bool = True, batch_size: int = 500,
-                      device=None, progress: bool = True, stats: dict | None = None) -> torch.Tensor:
+                      device=None, progress: bool = True, stats: CacheStats | None = None) -> torch.Tensor:
     """Logits (float32, CPU, ``len(data)`` x num_classes) of one ingredient on ``data``, from the cache if present.
 
-    With ``cache=False`` the model is always run and nothing is read or written. ``stats`` (a dict), when given,
-    counts ``hits`` and ``misses``.
+    With ``cache=False`` the model is always run and nothing is read or written. ``stats``, when given, counts
+    hits and misses.
     """
     path = cache_path(ingredient, data) if cache else None
     if path is not None and path.is_file():
         logits = _read(path, len(data))
         if logits is not None:
             if stats is not None:
-                stats["hits"] = stats.get("hits", 0) + 1
+                stats.hits += 1
             return logits
     logits = predict_logits(ingredient.create_model(), data, batch_size=batch_size, device=device,
                             progress=progress, desc=f"logits {ingredient.name}"[:40])
     if stats is not None:
-        stats["misses"] = stats.get("misses", 0) + 1
+        stats.misses += 1
     if path is not None:
         _write(path, logits.float(), {"reference": ingredient.reference, "sha256": ingredient.sha256,
                                       "dataset": str(data.dataset), "split": str(data.split),
@@ -105,7 +115,7 @@ def ingredient_logits(ingredient: Ingredient, data: ImageData, *, cache: bool = 
     return logits
 
 
-def all_logits(ingredients, data: ImageData, *, cache: bool = True, stats: dict | None = None,
+def all_logits(ingredients, data: ImageData, *, cache: bool = True, stats: CacheStats | None = None,
                **eval_kwargs) -> torch.Tensor:
     """Stacked logits (float32, N x num_samples x num_classes) of every ingredient on ``data``."""
     return torch.stack([ingredient_logits(ing, data, cache=cache, stats=stats, **eval_kwargs) for ing in ingredients])

@@ -19,8 +19,10 @@ Details and choices:
   ``integer_policy`` with the (mean) weights;
 * T is learned as ``log T`` (so T > 0), starting at T = 1; it only shapes the training loss, it is not part of the
   written model (held-out figures in ``results`` are plain cross-entropy, T = 1);
-* AdamW with a constant learning rate (paper: 3 epochs, lr 0.1), minibatches in an order drawn with
-  ``torch.Generator().manual_seed(seed)``: the same seed gives the same weights (on the same device);
+* AdamW with a constant learning rate (paper: 3 epochs, lr 0.1) and **no weight decay** by default: the paper
+  gives none and the reference code (mlfoundations/model-soups) uses 0, so ``weight_decay=0.0`` (not AdamW's
+  0.01); minibatches in an order drawn with ``torch.Generator().manual_seed(seed)``: the same seed gives the same
+  weights (on the same device);
 * **memory**: unlike the other recipes, which stream one tensor at a time, this one holds *all* ingredients'
   tensors at once (as float32 stacks on the compute device), N times the model size, plus one mixed model and its
   gradients — the downside the paper notes;
@@ -41,36 +43,14 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from hfsoup.core.averaging import INTEGER_POLICIES, average, check_weights
-from hfsoup.data.images import ImageData
-from hfsoup.errors import HfSoupError, NonFiniteError
-from hfsoup.eval.metrics import _norm_stats, default_device
-from hfsoup.recipes.greedy import (eval_kwargs, evaluate_state_dict, load_heldout, prepare_selection, results_entry,
-                     share_eval_results)
+from hfsoup.core.averaging import all_finite, average, check_integer_policy, check_weights
 from hfsoup.core.models import build_model
 from hfsoup.core.soup import Soup
-
-DEFAULT_EPOCHS = 3  # paper, Appendix I
-DEFAULT_LR = 0.1  # paper, Appendix I (constant)
-DEFAULT_BATCH_SIZE = 64
-DEFAULT_WEIGHT_DECAY = 0.01  # torch.optim.AdamW's default; the paper does not give one
-INITS = ("uniform", "best")
-
-
-def check_learned_parameters(epochs, lr, batch_size, weight_decay, init, integer_policy="mean") -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise HfSoupError(f"--learned-epochs must be a positive number of epochs, got {epochs}")
-    if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise HfSoupError(f"--learned-lr must be a positive finite learning rate, got {lr}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise HfSoupError(f"--learned-batch-size must be a positive number of images, got {batch_size}")
-    if not isinstance(weight_decay, (int, float)) or not math.isfinite(weight_decay) or weight_decay < 0:
-        raise HfSoupError(f"--learned-weight-decay must be a finite number >= 0, got {weight_decay}")
-    if isinstance(init, str):
-        if init not in INITS:
-            raise HfSoupError(f"unknown --learned-init '{init}': choose one of {', '.join(INITS)}")
-    if integer_policy not in INTEGER_POLICIES:
-        raise HfSoupError(f"unknown integer policy '{integer_policy}': choose one of {', '.join(INTEGER_POLICIES)}")
+from hfsoup.data.images import ImageData
+from hfsoup.errors import HfSoupError, InvalidParameterError, NonFiniteError
+from hfsoup.eval.metrics import default_device, norm_stats
+from hfsoup.recipes.registry import get_recipe
+from hfsoup.recipes.selection import evaluate_state_dict, prepare_selection, results_entry
 
 
 def _initial_logits(init, n: int, ing_results) -> tuple[torch.Tensor, str]:
@@ -85,7 +65,8 @@ def _initial_logits(init, n: int, ing_results) -> tuple[torch.Tensor, str]:
         return w.log(), f"best: 0.5 on ingredient {best}, the rest shared"
     w = [float(x) for x in init]
     if len(w) != n or any(not math.isfinite(x) or x <= 0 for x in w):
-        raise HfSoupError(f"init weights must be {n} positive finite numbers, got {init}")
+        raise InvalidParameterError(f"init weights must be {n} positive finite numbers, got {init}",
+                                    parameter="init")
     w = check_weights(w, n, normalize=True)
     return torch.tensor(w, dtype=torch.float64).log(), "explicit weights"
 
@@ -103,23 +84,32 @@ def _owner_rows(keys: Sequence[str], float_keys: Sequence[str], param_rows: dict
     return rows
 
 
-def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool = False,
-                 epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-                 weight_decay: float = DEFAULT_WEIGHT_DECAY, seed: int = 0, init="uniform", cache: bool = True,
-                 integer_policy: str = "mean", eval_batch_size: int = 500, device=None, progress: bool = False,
-                 **load_kwargs) -> "Soup":
+def learned_soup(models: Sequence, heldout_data: ImageData, *, epochs: int = 3, lr: float = 0.1,
+                 train_batch_size: int = 64, weight_decay: float = 0.0, init="uniform", per_layer: bool = False,
+                 seed: int = 0, cache: bool = True, integer_policy: str = "mean", batch_size: int = 500, device=None,
+                 progress: bool = False, **load_kwargs) -> Soup:
     """Learned soup on ``heldout_data`` (never the test split): softmax mixing weights (per ingredient, or per
     ingredient × parameter tensor with ``per_layer``) and a temperature trained with AdamW.
 
-    ``batch_size`` is the training minibatch size; ``eval_batch_size`` that of the evaluation passes (ingredients,
-    one held-out pass per epoch for the training curve, the final soup). ``init``: ``"uniform"``, ``"best"`` or a
+    ``train_batch_size`` is the training minibatch size; ``batch_size`` that of the evaluation passes (ingredients,
+    one held-out pass per epoch for the training curve, the final soup), as for every recipe. ``weight_decay``
+    defaults to 0, as in the reference code (the paper gives none). ``init``: ``"uniform"``, ``"best"`` or a
     sequence of positive initial weights. Returns a :class:`~hfsoup.core.soup.Soup` with recipe ``learned``; see the
     module docstring for the weights, the BatchNorm buffers and memory.
     """
-    check_learned_parameters(epochs, lr, batch_size, weight_decay, init, integer_policy)
+    explicit_init = not isinstance(init, str)  # Python API only: initial weights, checked by _initial_logits
+    params = get_recipe("learned").validate({
+        "epochs": epochs, "lr": lr, "train_batch_size": train_batch_size, "weight_decay": weight_decay,
+        "init": None if explicit_init else init, "per_layer": per_layer, "seed": seed})
+    if explicit_init:
+        params["init"] = [float(v) for v in init]
+    epochs, lr, train_batch_size, weight_decay, per_layer, seed = (
+        params[k] for k in ("epochs", "lr", "train_batch_size", "weight_decay", "per_layer", "seed"))
+    check_integer_policy(integer_policy)
     t0 = time.perf_counter()
-    ings, _, ing_results, stats, ev = prepare_selection(models, heldout_data, cache=cache, batch_size=eval_batch_size,
-                                                        device=device, progress=progress, **load_kwargs)
+    sel = prepare_selection(models, heldout_data, cache=cache, batch_size=batch_size, device=device,
+                            progress=progress, **load_kwargs)
+    ings, ing_results, stats, ev = sel.ingredients, sel.results, sel.stats, sel.eval_kwargs
     n = len(ings)
     alpha0, init_note = _initial_logits(init, n, ing_results)
     t_ing = time.perf_counter()
@@ -173,7 +163,7 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
             out[k] = (wk @ stacks[k]).view(shapes[k])
         return out
 
-    x_all = heldout_data.normalized(*_norm_stats(model))
+    x_all = heldout_data.normalized(*norm_stats(model))
     y_all = heldout_data.labels.to(torch.int64)
     s = len(heldout_data)
 
@@ -182,8 +172,8 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
             state = mixed_state()
             t = log_t.exp()
             outs = []
-            for start in range(0, s, eval_batch_size):
-                outs.append(torch.func.functional_call(model, state, (x_all[start:start + eval_batch_size].to(dev),))
+            for start in range(0, s, batch_size):
+                outs.append(torch.func.functional_call(model, state, (x_all[start:start + batch_size].to(dev),))
                             .float().cpu())
             logits = torch.cat(outs).double()
             point = {"epoch": epoch, "train_loss": train_loss,
@@ -200,8 +190,8 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(s, generator=g)
         total, count = 0.0, 0
-        for start in range(0, s, batch_size):
-            idx = perm[start:start + batch_size]
+        for start in range(0, s, train_batch_size):
+            idx = perm[start:start + train_batch_size]
             x, y = x_all[idx].to(dev), y_all[idx].to(dev)
             logits = torch.func.functional_call(model, mixed_state(), (x,))
             loss = F.cross_entropy(logits.float() / log_t.exp(), y)
@@ -236,8 +226,8 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
         "recipe": "learned",
         "heldout": heldout_data.describe(),
         "mode": "per_layer" if per_layer else "global",
-        "options": {"epochs": epochs, "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
-                    "seed": seed, "init": init if isinstance(init, str) else [float(v) for v in init],
+        "options": {"epochs": epochs, "lr": lr, "train_batch_size": train_batch_size, "weight_decay": weight_decay,
+                    "seed": seed, "init": params["init"],
                     "init_note": init_note, "optimizer": "AdamW (constant lr)", "integer_policy": integer_policy,
                     "device": str(dev)},
         "parameterisation": ("w = softmax(alpha), alpha: one logit per ingredient" if not per_layer else
@@ -254,7 +244,7 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
         "final": {"accuracy": final.accuracy, "loss": final.loss,
                   "note": "real evaluation of the written weights (plain cross-entropy, T = 1)"},
         "memory": f"all {n} ingredients held at once (float32 stacks on {dev})",
-        "cost": {"ingredient_passes": stats.get("misses", 0), "cache_hits": stats.get("hits", 0),
+        "cost": {"ingredient_passes": stats.misses, "cache_hits": stats.hits,
                  "optimizer_steps": steps, "curve_passes": len(curve), "soup_passes": 1,
                  "seconds_ingredients": round(t_ing - t0, 3), "seconds_training": round(t_train - t_ing, 3),
                  "seconds_final": round(t_end - t_train, 3)},
@@ -262,9 +252,7 @@ def learned_soup(models: Sequence, heldout_data: ImageData, *, per_layer: bool =
     if per_layer:
         log["weights_note"] = "mean over parameter tensors of the per-tensor weights (Soup.weights)"
         log["per_tensor_weights"] = per_tensor
-    params = {"per_layer": per_layer, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-              "weight_decay": weight_decay, "seed": seed, "init": log["options"]["init"],
-              "integer_policy": integer_policy, "temperature": temperature, "heldout": heldout_data.describe()}
+    params.update(integer_policy=integer_policy, heldout=heldout_data.describe())
     soup = Soup("learned", ings, weights, state, parameters=params, log=log)
     soup.results[heldout_data.split] = results_entry(heldout_data, final, ings, ing_results, weights)
     return soup
@@ -288,7 +276,7 @@ def _per_layer_state(ings, w64: torch.Tensor, rows: dict[str, int], float_keys, 
                     else:
                         acc.add_(t, alpha=w)
                 res = acc.to(dtypes[k])
-                if not torch.isfinite(res.sum(dtype=torch.float64)):
+                if not all_finite(res):
                     raise NonFiniteError(f"learned soup: tensor '{k}' contains NaN/Inf: check the ingredients")
                 out[k] = res
             else:
@@ -301,39 +289,3 @@ def _per_layer_state(ings, w64: torch.Tensor, rows: dict[str, int], float_keys, 
                     acc = sum(t.to(torch.float64) * w for t, w in zip(ts, mean_w.tolist()))
                     out[k] = acc.round().to(dtypes[k])
     return out
-
-
-# -- CLI --------------------------------------------------------------------------------------------------------
-def add_soup_options(parser) -> None:
-    g = parser.add_argument_group("learned (also uses --seed)")
-    g.add_argument("--learned-epochs", type=int, default=DEFAULT_EPOCHS,
-                   help="epochs over the held-out split (default: %(default)s, as in the paper)")
-    g.add_argument("--learned-lr", type=float, default=DEFAULT_LR,
-                   help="AdamW learning rate, constant (default: %(default)s, as in the paper)")
-    g.add_argument("--learned-batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help="training minibatch size (default: %(default)s)")
-    g.add_argument("--learned-weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY,
-                   help="AdamW weight decay on the mixing logits and log-temperature (default: %(default)s)")
-    g.add_argument("--learned-init", default="uniform", choices=list(INITS),
-                   help="initial weights: uniform, or half on the best held-out ingredient (default: uniform)")
-    g.add_argument("--per-layer", action="store_true",
-                   help="learn one weight per ingredient and parameter tensor (the paper's 'by layer' variant)")
-
-
-def recipe_learned(ingredients, args, ctx):
-    """``hfsoup soup --recipe learned``."""
-    from hfsoup.recipes.bn import maybe_recalibrate, validate_bn_args
-
-    check_learned_parameters(args.learned_epochs, args.learned_lr, args.learned_batch_size,
-                             args.learned_weight_decay, args.learned_init, args.integer_policy)
-    validate_bn_args(args)
-    heldout = load_heldout(args)
-    ev = eval_kwargs(args)
-    soup = learned_soup(ingredients, heldout, per_layer=args.per_layer, epochs=args.learned_epochs,
-                        lr=args.learned_lr, batch_size=args.learned_batch_size,
-                        weight_decay=args.learned_weight_decay, seed=getattr(args, "seed", 0) or 0,
-                        init=args.learned_init, cache=not args.no_cache, integer_policy=args.integer_policy,
-                        eval_batch_size=ev["batch_size"], device=ev["device"], progress=ev["progress"])
-    soup = maybe_recalibrate(soup, args, heldout)
-    share_eval_results(soup, heldout, ctx)
-    return soup

@@ -11,6 +11,7 @@ from hfsoup.core.averaging import average, check_weights
 from hfsoup.core.ingredients import as_ingredients
 from hfsoup.core.soup import Soup
 from hfsoup.errors import InvalidWeightsError
+from hfsoup.recipes.registry import get_recipe
 
 
 def parse_alphas(text: str | float | Sequence[float]) -> list[float]:
@@ -62,6 +63,17 @@ def mix(model_a, model_b, alpha: float = 0.5, *, integer_policy: str = "mean", p
     weights = [1.0 - alpha, alpha]
     state = average(ings, weights, integer_policy=integer_policy, check=False, progress=progress)
     return Soup("mix", ings, weights, state, parameters={"alpha": alpha, "integer_policy": integer_policy})
+
+
+def mix_models(models: Sequence, alpha: float = 0.5, *, integer_policy: str = "mean", progress: bool = False,
+               **load_kwargs) -> Soup:
+    """The ``mix`` recipe (registry calling convention): :func:`mix` of a list of exactly two models."""
+    recipe = get_recipe("mix")
+    models = list(models)
+    recipe.check_models(len(models))
+    params = recipe.validate({"alpha": alpha})
+    return mix(models[0], models[1], params["alpha"], integer_policy=integer_policy, progress=progress,
+               **load_kwargs)
 
 
 def uniform_soup(models: Sequence, *, integer_policy: str = "mean", progress: bool = False,

@@ -17,6 +17,10 @@
 5. the top ``B`` candidates by objective (ties: generation order) get a real evaluation — averaged weights, full
    forward pass on the held-out split — and the one with the best real held-out accuracy wins (ties: better
    objective). Exactly ``min(B, number of candidates)`` real evaluations.
+
+RADIN does not compare its winner with the single ingredients: at a small budget (B = 1) the one candidate it
+evaluates can be worse on held-out than the best single model (the proxy is only a proxy). The decision log records
+both, and ``soup.results[split].gain`` shows the difference.
 """
 
 from __future__ import annotations
@@ -30,16 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hfsoup.core.averaging import average
-from hfsoup.data.images import ImageData
+from hfsoup.core.averaging import average, check_integer_policy
 from hfsoup.core.soup import Soup
-from hfsoup.errors import HfSoupError
-from hfsoup.recipes.greedy import (eval_kwargs, evaluate_state_dict, load_heldout, prepare_selection, results_entry,
-                     share_eval_results, uniform_weights)
-
-PROXIES = ("loss", "accuracy")
-DEFAULT_CANDIDATES = 200
-DEFAULT_BUDGET = 25
+from hfsoup.data.images import ImageData
+from hfsoup.errors import InvalidParameterError
+from hfsoup.recipes.registry import get_recipe
+from hfsoup.recipes.selection import evaluate_state_dict, prepare_selection, results_entry, uniform_weights
 
 
 def num_subsets(n: int) -> int:
@@ -47,7 +47,7 @@ def num_subsets(n: int) -> int:
     return max(0, 2 ** n - n - 2) if n >= 3 else 0
 
 
-def generate_candidates(n: int, num_candidates: int = DEFAULT_CANDIDATES, seed: int = 0) -> list[tuple[int, ...]]:
+def generate_candidates(n: int, num_candidates: int = 200, seed: int = 0) -> list[tuple[int, ...]]:
     """Candidate subsets (sorted index tuples): the uniform soup of all ``n`` first, then ``num_candidates``
     distinct subsets of size in [2, n − 1] (all of them, in size then lexicographic order, when there are at most
     ``num_candidates``).
@@ -56,9 +56,9 @@ def generate_candidates(n: int, num_candidates: int = DEFAULT_CANDIDATES, seed: 
     exhausted, then a uniform subset of that size; a subset already drawn is redrawn.
     """
     if n < 2:
-        raise HfSoupError(f"RADIN needs at least 2 ingredients, got {n}")
+        raise InvalidParameterError(f"RADIN needs at least 2 ingredients, got {n}", parameter="models")
     if num_candidates < 0:
-        raise HfSoupError(f"--candidates must be >= 0, got {num_candidates}")
+        raise InvalidParameterError(f"--candidates must be >= 0, got {num_candidates}", parameter="candidates")
     out: list[tuple[int, ...]] = [tuple(range(n))]
     total = num_subsets(n)
     if total <= num_candidates:
@@ -122,19 +122,27 @@ def objective(loss: torch.Tensor, accuracy: torch.Tensor, sizes: torch.Tensor, p
     return -(accuracy + prior_lambda * sizes)
 
 
-def radin_soup(models: Sequence, heldout_data: ImageData, *, budget: int = DEFAULT_BUDGET,
-               candidates: int = DEFAULT_CANDIDATES, prior_lambda: float = 0.0, proxy: str = "loss", seed: int = 0,
-               cache: bool = True, integer_policy: str = "mean", batch_size: int = 500, device=None,
-               progress: bool = False, **load_kwargs) -> "Soup":
+def radin_soup(models: Sequence, heldout_data: ImageData, *, budget: int = 25, candidates: int = 200,
+               prior_lambda: float = 0.0, proxy: str = "loss", seed: int = 0, cache: bool = True,
+               integer_policy: str = "mean", batch_size: int = 500, device=None, progress: bool = False,
+               **load_kwargs) -> Soup:
     """RADIN soup selected on ``heldout_data`` with a budget of ``budget`` real evaluations.
 
-    Returns a :class:`~hfsoup.core.soup.Soup` with recipe ``radin`` (weights uniform over the winning subset, 0 for the
-    others), the decision log in ``soup.log`` and the held-out scores in ``soup.results[split]``.
+    ``models``: references, paths or ingredients. Returns a :class:`~hfsoup.core.soup.Soup` with recipe ``radin``
+    (weights uniform over the winning subset, 0 for the others), the decision log in ``soup.log`` and the held-out
+    scores in ``soup.results[split]``. The winner is the best of the evaluated candidates, which at a small budget
+    can be below the best single ingredient. Raises :class:`~hfsoup.errors.NonFiniteError` up front if an
+    ingredient's held-out logits hold NaN/Inf.
     """
-    check_radin_parameters(budget, candidates, prior_lambda, proxy)
+    params = get_recipe("radin").validate({"budget": budget, "candidates": candidates, "prior_lambda": prior_lambda,
+                                           "proxy": proxy, "seed": seed})
+    budget, candidates, prior_lambda, proxy, seed = (params[k] for k in ("budget", "candidates", "prior_lambda",
+                                                                         "proxy", "seed"))
+    check_integer_policy(integer_policy)
     t0 = time.perf_counter()
-    ings, logits, ing_results, stats, ev = prepare_selection(
-        models, heldout_data, cache=cache, batch_size=batch_size, device=device, progress=progress, **load_kwargs)
+    sel = prepare_selection(models, heldout_data, cache=cache, batch_size=batch_size, device=device,
+                            progress=progress, **load_kwargs)
+    ings, logits, ing_results, stats, ev = sel.ingredients, sel.logits, sel.results, sel.stats, sel.eval_kwargs
     n = len(ings)
     t_logits = time.perf_counter()
 
@@ -189,12 +197,11 @@ def radin_soup(models: Sequence, heldout_data: ImageData, *, budget: int = DEFAU
                    "accuracy": real[best_i].accuracy, "loss": real[best_i].loss, "rank": rank_of[best_i]},
         # > 0 when the proxy ranking tracks the real held-out accuracy of the evaluated candidates.
         "proxy_real_spearman": _spearman([-obj[ci].item() for ci in top], [real[ci].accuracy for ci in top]),
-        "cost": {"ingredient_passes": stats.get("misses", 0), "cache_hits": stats.get("hits", 0),
+        "cost": {"ingredient_passes": stats.misses, "cache_hits": stats.hits,
                  "soup_passes": len(top), "seconds_logits": round(t_logits - t0, 3),
                  "seconds_proxy": round(t_proxy - t_logits, 4), "seconds_real": round(t_real - t_proxy, 3)},
     }
-    params = {"budget": budget, "candidates": candidates, "prior_lambda": prior_lambda, "proxy": proxy, "seed": seed,
-              "integer_policy": integer_policy, "heldout": heldout_data.describe(), "selected": list(cands[best_i])}
+    params.update(integer_policy=integer_policy, heldout=heldout_data.describe())
     soup = Soup("radin", ings, weights, best_state, parameters=params, log=log)
     soup.results[heldout_data.split] = results_entry(heldout_data, real[best_i], ings, ing_results, weights)
     return soup
@@ -219,44 +226,3 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     if ra.std() == 0 or rb.std() == 0:
         return None
     return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def check_radin_parameters(budget, candidates, prior_lambda, proxy) -> None:
-    if not isinstance(budget, int) or budget < 1:
-        raise HfSoupError(f"--budget must be a positive number of real evaluations, got {budget}")
-    if not isinstance(candidates, int) or candidates < 0:
-        raise HfSoupError(f"--candidates must be >= 0 (the uniform soup is always added), got {candidates}")
-    if not math.isfinite(float(prior_lambda)):
-        raise HfSoupError(f"--prior-lambda must be a finite number, got {prior_lambda}")
-    if proxy not in PROXIES:
-        raise HfSoupError(f"unknown proxy '{proxy}': choose one of {', '.join(PROXIES)}")
-
-
-# -- CLI --------------------------------------------------------------------------------------------------------
-def add_soup_options(parser) -> None:
-    g = parser.add_argument_group("radin")
-    g.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
-                   help="number of real (full forward pass) evaluations (default: %(default)s)")
-    g.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES,
-                   help="Monte-Carlo candidate subsets, plus the uniform soup (default: %(default)s)")
-    g.add_argument("--prior-lambda", type=float, default=0.0,
-                   help="prior λ·(number of members) favouring larger soups: objective = loss − λ·k "
-                        "(or accuracy + λ·k) (default: %(default)s; the paper uses 0 and 1)")
-    g.add_argument("--proxy", default="loss", choices=list(PROXIES),
-                   help="proxy metric of the averaged cached logits (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the candidate sampling and BN batches (default: 0)")
-
-
-def recipe_radin(ingredients, args, ctx):
-    """``hfsoup soup --recipe radin``."""
-    from hfsoup.recipes.bn import maybe_recalibrate, validate_bn_args
-
-    check_radin_parameters(args.budget, args.candidates, args.prior_lambda, args.proxy)
-    validate_bn_args(args)
-    heldout = load_heldout(args)
-    soup = radin_soup(ingredients, heldout, budget=args.budget, candidates=args.candidates,
-                      prior_lambda=args.prior_lambda, proxy=args.proxy, seed=args.seed, cache=not args.no_cache,
-                      integer_policy=args.integer_policy, **eval_kwargs(args))
-    soup = maybe_recalibrate(soup, args, heldout)
-    share_eval_results(soup, heldout, ctx)
-    return soup

@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 from hfsoup.errors import InvalidParameterError
 
 _MISSING = object()
+#: How a value of each parameter type is described in error messages.
+_KINDS = {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,9 @@ class Param:
     """One parameter of a recipe.
 
     ``name`` is the keyword of the recipe's function; the CLI flag is ``--name-with-dashes`` unless ``flag`` says
-    otherwise. ``type`` is ``int``, ``float``, ``bool`` (a switch) or ``str``. ``minimum`` (inclusive) and
-    ``choices`` are checked by :meth:`Recipe.validate`, as is ``check`` (returns an error message or ``None``).
+    otherwise. ``type`` is ``int``, ``float``, ``bool`` (a switch) or ``str``. ``minimum`` and ``maximum``
+    (inclusive) and ``choices`` are checked by :meth:`Recipe.validate`, as is ``check`` (returns an error message
+    or ``None``). Recipes that share a flag (``--seed``) share the same :class:`Param`.
     """
 
     name: str
@@ -39,6 +42,7 @@ class Param:
     minimum: float | None = None
     flag: str | None = None
     check: Callable[[Any], str | None] | None = None
+    maximum: float | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -64,9 +68,8 @@ class Param:
                 return out
             return self.type(value)
         except (TypeError, ValueError):
-            raise InvalidParameterError(
-                f"{self.cli_flag} takes {'a finite number' if self.type is float else 'an ' + self.type.__name__}, "
-                f"got {value!r}", parameter=self.name) from None
+            raise InvalidParameterError(f"{self.cli_flag} takes {_KINDS.get(self.type, 'a ' + self.type.__name__)}, "
+                                        f"got {value!r}", parameter=self.name) from None
 
 
 @dataclass(frozen=True)
@@ -74,8 +77,11 @@ class Recipe:
     """A soup recipe: what it is, what it takes, and where its function lives.
 
     ``entry`` is ``"module:function"``. The function is called as ``fn(models, heldout, **params, **common)`` when
-    ``needs_heldout`` is set, else ``fn(models, **params, **common)``; it returns a
-    :class:`~hfsoup.core.soup.Soup` when ``writes_model`` is set, a report object otherwise.
+    ``needs_heldout`` is set, else ``fn(models, **params, **common)``, where ``models`` is a list of ingredients
+    (or references), ``params`` is :meth:`validate`'s output and ``common`` holds :data:`COMMON_KEYWORDS`
+    (``integer_policy`` and ``progress``; for held-out recipes also ``cache``, ``batch_size`` (evaluation) and
+    ``device``). It returns a :class:`~hfsoup.core.soup.Soup` when ``writes_model`` is set, a report object
+    otherwise. ``min_models``/``max_models`` bound the number of models (:meth:`check_models`).
     """
 
     name: str
@@ -87,6 +93,19 @@ class Recipe:
     writes_model: bool = True
     min_models: int = 2
     examples: tuple[str, ...] = field(default=())
+    max_models: int | None = None
+
+    def check_models(self, count: int) -> None:
+        """:class:`InvalidParameterError` unless ``count`` models fit this recipe."""
+        if self.max_models is not None and self.max_models == self.min_models and count != self.min_models:
+            raise InvalidParameterError(f"recipe '{self.name}' takes exactly {self.min_models} models, got {count}",
+                                        parameter="models")
+        if count < self.min_models:
+            raise InvalidParameterError(f"recipe '{self.name}' needs at least {self.min_models} models, got {count}: "
+                                        f"pass more model references", parameter="models")
+        if self.max_models is not None and count > self.max_models:
+            raise InvalidParameterError(f"recipe '{self.name}' takes at most {self.max_models} models, got {count}",
+                                        parameter="models")
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -123,6 +142,9 @@ class Recipe:
             if p.minimum is not None and value < p.minimum:
                 raise InvalidParameterError(f"{p.cli_flag} must be >= {p.minimum:g}, got {value!r}",
                                             parameter=p.name)
+            if p.maximum is not None and value > p.maximum:
+                raise InvalidParameterError(f"{p.cli_flag} must be <= {p.maximum:g}, got {value!r}",
+                                            parameter=p.name)
             if p.check is not None:
                 problem = p.check(value)
                 if problem:
@@ -136,16 +158,33 @@ class Recipe:
         return getattr(importlib.import_module(module), fn)
 
 
+#: Keywords every recipe function receives from its caller (see :class:`Recipe`): no parameter may take them.
+COMMON_KEYWORDS = ("integer_policy", "progress", "cache", "batch_size", "device")
+
 _REGISTRY: dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
-    """Add a recipe; a second recipe of the same name is an error (no silent replacement)."""
+    """Add a recipe; a second recipe of the same name is an error (no silent replacement).
+
+    A parameter may not be named like one of :data:`COMMON_KEYWORDS`, and a name or CLI flag already used by
+    another recipe must be declared by the very same :class:`Param` (one ``--seed``, one meaning).
+    """
     if recipe.name in _REGISTRY:
         raise ValueError(f"a recipe named '{recipe.name}' is already registered")
     names = [p.name for p in recipe.params]
     if len(set(names)) != len(names):
         raise ValueError(f"recipe '{recipe.name}' declares a parameter twice")
+    reserved = sorted(set(names) & set(COMMON_KEYWORDS))
+    if reserved:
+        raise ValueError(f"recipe '{recipe.name}': parameter name {reserved[0]} is a common keyword of every recipe "
+                         f"function; choose another name")
+    for p in recipe.params:
+        for other in _REGISTRY.values():
+            for q in other.params:
+                if (q.name == p.name or q.cli_flag == p.cli_flag) and q != p:
+                    raise ValueError(f"recipe '{recipe.name}': parameter {p.name} ({p.cli_flag}) differs from "
+                                     f"recipe '{other.name}'s {q.name} ({q.cli_flag}); share one Param")
     _REGISTRY[recipe.name] = recipe
     return recipe
 
@@ -162,6 +201,17 @@ def get_recipe(name: str) -> Recipe:
 def list_recipes() -> list[str]:
     """Names of the registered recipes, in registration order."""
     return list(_REGISTRY)
+
+
+def recipe_params() -> dict[str, tuple[Param, tuple[str, ...]]]:
+    """Every distinct parameter of the registered recipes, by CLI flag: ``{flag: (param, recipe names)}``, in
+    registration order. A shared parameter (``--seed``) appears once, with all the recipes that take it."""
+    out: dict[str, tuple[Param, tuple[str, ...]]] = {}
+    for r in _REGISTRY.values():
+        for p in r.params:
+            param, users = out.get(p.cli_flag, (p, ()))
+            out[p.cli_flag] = (param, users + (r.name,))
+    return out
 
 
 def recipes_markdown_table(recipes: Sequence[Recipe] | None = None) -> str:
