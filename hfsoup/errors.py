@@ -1,12 +1,28 @@
-"""Named exceptions. Every user-facing failure is an :class:`HfSoupError` whose message says what is wrong
-and what to do; the CLI prints it as one line, without a traceback."""
+"""Named exceptions, and the one mapping of Hub / ``datasets`` / HTTP client exceptions to them.
+
+Every user-facing failure is an :class:`HfSoupError` whose message says, on one line, what is wrong and what to do;
+the CLI prints it without a traceback. As in ``huggingface_hub``, each error also derives from the standard
+exception that fits (``except LookupError`` catches an unknown model or dataset, ``except ValueError`` bad weights
+or incompatible models, ``except FileExistsError`` an existing output) and carries the fields a caller needs
+(``repo_id``, ``path``, ``keys``, …) as attributes, ``None`` when unknown.
+
+:func:`from_client_error` is the only place that turns a client exception into an :class:`HfSoupError`; it
+imports the client libraries lazily, so this module stays torch- and network-free.
+"""
 
 from __future__ import annotations
+
+import socket
+import sys
+from typing import Literal
+
+#: The context a client error happened in: reading a model, reading a dataset, or writing to the Hub.
+ErrorKind = Literal["model", "dataset", "push"]
 
 
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name when empty): for one-line user errors."""
-    text = str(e)
+    text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
@@ -24,44 +40,109 @@ class HfSoupError(Exception):
             setattr(self, name, value)
 
 
-class ModelReferenceError(HfSoupError):
-    """A model reference cannot be resolved: unknown repo or revision, missing folder or file, no network."""
+class ModelReferenceError(HfSoupError, LookupError):
+    """A model reference cannot be resolved: unknown repo, revision or file, missing folder, no network.
+
+    A :class:`LookupError`. Fields: ``reference`` (what the user typed), ``repo_id``, ``revision`` (Hub models),
+    ``path`` (local folders, or the file within the repo that is missing).
+    """
+
+    reference: str | None = None
+    repo_id: str | None = None
+    revision: str | None = None
+    path: str | None = None
+
+    def __init__(self, message: str = "", *, reference: str | None = None, repo_id: str | None = None,
+                 revision: str | None = None, path=None, **fields):
+        super().__init__(message, reference=reference, repo_id=repo_id, revision=revision, path=path, **fields)
 
 
-class OfflineError(ModelReferenceError):
-    """The Hub is unreachable (or ``HF_HUB_OFFLINE=1``) and the requested files are not in the local cache."""
+class OfflineError(ModelReferenceError, ConnectionError):
+    """The Hub is unreachable (or ``HF_HUB_OFFLINE=1``) and the requested files are not in the local cache.
+
+    Both a :class:`ModelReferenceError` (a :class:`LookupError`) and a :class:`ConnectionError`.
+    """
 
 
 class UnsafeCheckpointError(ModelReferenceError):
-    """Only a pickle checkpoint is available and the user did not opt in with ``allow_pickle``."""
+    """Only a pickle checkpoint is available and the user did not opt in with ``allow_pickle``.
+
+    A :class:`ModelReferenceError`: the reference cannot be used as given. ``path`` is the pickle file.
+    """
 
 
-class CorruptFileError(HfSoupError):
-    """A weights or config file exists but cannot be parsed."""
+class CorruptFileError(HfSoupError, ValueError):
+    """A weights or config file exists but cannot be parsed. A :class:`ValueError`; ``path`` names the file."""
+
+    path: str | None = None
+
+    def __init__(self, message: str = "", *, path=None, **fields):
+        super().__init__(message, path=path, **fields)
 
 
-class IncompatibleModelsError(HfSoupError):
-    """Ingredients differ in architecture, keys, shapes or dtypes."""
+class IncompatibleModelsError(HfSoupError, ValueError):
+    """Ingredients differ in architecture, keys, shapes or dtypes. A :class:`ValueError`; ``keys`` lists the
+    differing tensor names (empty for an architecture mismatch)."""
+
+    keys: list[str]
+
+    def __init__(self, message: str = "", *, keys=(), **fields):
+        super().__init__(message, keys=sorted(keys), **fields)
 
 
 class InvalidWeightsError(HfSoupError, ValueError):
     """Mixing weights or alpha values are out of range, non-finite or do not sum to one."""
 
 
-class NonFiniteError(HfSoupError):
-    """An averaged tensor contains NaN or Inf."""
+class NonFiniteError(HfSoupError, ValueError):
+    """A tensor (of an ingredient or an average) contains NaN or Inf. A :class:`ValueError`; ``key`` names the
+    tensor and ``model`` the ingredient, when known."""
+
+    key: str | None = None
+    model: str | None = None
+
+    def __init__(self, message: str = "", *, key: str | None = None, model: str | None = None, **fields):
+        super().__init__(message, key=key, model=model, **fields)
 
 
-class DatasetError(HfSoupError):
-    """A dataset cannot be loaded or does not have the expected columns / splits."""
+class DatasetError(HfSoupError, LookupError):
+    """A dataset, split, config, column or corruption cannot be found or used.
+
+    A :class:`LookupError` (what was asked for is not there, or not where it was looked up); fields ``dataset``
+    (id or folder), ``column`` and ``split`` when they are what is wrong.
+    """
+
+    dataset: str | None = None
+    column: str | None = None
+    split: str | None = None
+
+    def __init__(self, message: str = "", *, dataset: str | None = None, column: str | None = None,
+                 split: str | None = None, **fields):
+        super().__init__(message, dataset=dataset, column=column, split=split, **fields)
 
 
-class OutputExistsError(HfSoupError):
-    """The output location already exists and ``force`` was not given."""
+class OutputExistsError(HfSoupError, FileExistsError):
+    """The output location already exists and ``force`` was not given. A :class:`FileExistsError`; ``path`` names
+    it (``OSError.filename`` stays unset: it would change the message)."""
+
+    path = None
+
+    def __init__(self, message: str = "", *, path=None, **fields):
+        super().__init__(message, path=path, **fields)
 
 
-class PushError(HfSoupError):
-    """Uploading to the Hub failed (authentication, permissions, network)."""
+class PushError(HfSoupError, OSError):
+    """Writing to the Hub failed (authentication, permissions, invalid id, rate limits, network).
+
+    An :class:`OSError`, as ``huggingface_hub``'s own ``HfHubHTTPError``: an I/O operation with the Hub failed.
+    Deliberately not a :class:`ConnectionError`: most push failures (no write access, an invalid repo id) are not
+    about the connection. ``repo_id`` names the repo.
+    """
+
+    repo_id: str | None = None
+
+    def __init__(self, message: str = "", *, repo_id: str | None = None, **fields):
+        super().__init__(message, repo_id=repo_id, **fields)
 
 
 class InvalidParameterError(HfSoupError, ValueError):
@@ -69,3 +150,169 @@ class InvalidParameterError(HfSoupError, ValueError):
 
     def __init__(self, message: str, *, parameter: str | None = None):
         super().__init__(message, parameter=parameter)
+
+
+# -- client exceptions ---------------------------------------------------------------------------------------------
+def http_status(e: BaseException) -> int | None:
+    """The HTTP status code of a client exception that carries a response (``HfHubHTTPError`` and friends)."""
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _loaded(module: str):
+    """``module`` if it has been imported, else None: an exception of a library that was never imported cannot
+    have been raised, so there is no need to import it (``datasets`` costs seconds)."""
+    return sys.modules.get(module)
+
+
+def _connection_error_types() -> tuple[type[BaseException], ...]:
+    """Transport-level failures (no HTTP answer) of the HTTP clients the HF libraries use, whichever is loaded:
+    ``httpx2``/``httpx`` transport errors are not :class:`OSError`; ``requests``' are."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError, socket.gaierror, socket.herror]
+    for name in ("httpx2", "httpx"):
+        if (module := _loaded(name)) is not None and hasattr(module, "TransportError"):
+            types.append(module.TransportError)
+    if (requests := _loaded("requests")) is not None:
+        types += [requests.ConnectionError, requests.Timeout]
+    return tuple(types)
+
+
+def is_connection_error(e: BaseException) -> bool:
+    """True when ``e`` means the Hub could not be reached (no HTTP answer) — not the offline mode, which is a
+    choice, not a failure."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    return isinstance(e, _connection_error_types()) and not isinstance(e, OfflineModeIsEnabled)
+
+
+def client_error_types() -> tuple[type[BaseException], ...]:
+    """The exception classes :func:`from_client_error` knows, for a precise ``except client_error_types() as e``
+    (the expression is evaluated only when an exception is raised, so the clients are imported lazily)."""
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+
+    types = [HfHubHTTPError, HFValidationError, EntryNotFoundError, OfflineModeIsEnabled, OSError,
+             *_connection_error_types()]
+    if (exceptions := _loaded("datasets.exceptions")) is not None:
+        types.append(exceptions.DatasetsError)
+    return tuple(types)
+
+
+_KIND_ERRORS: dict[str, type[HfSoupError]] = {"model": ModelReferenceError, "dataset": DatasetError,
+                                              "push": PushError}
+_LOGIN = "log in with `hf auth login` or set HF_TOKEN"
+
+
+def from_client_error(e: BaseException, what: str, *, kind: ErrorKind = "model", repo_id: str | None = None,
+                      revision: str | None = None, filename: str | None = None, **fields) -> HfSoupError:
+    """The one-line :class:`HfSoupError` for an exception of ``huggingface_hub``, ``datasets``, ``httpx`` or
+    ``requests`` (or a plain :class:`OSError`): the one place hfsoup maps client errors to messages.
+
+    Args:
+        e: the exception caught. An :class:`HfSoupError` is returned as it is.
+        what: what was being read or written, as the message starts: ``"org/name@rev"``,
+            ``"dataset 'uoft-cs/cifar100'"``, ``"push to 'org/soup'"``.
+        kind: ``"model"`` (reading a model: :class:`ModelReferenceError`, or :class:`OfflineError` when the Hub
+            cannot be reached), ``"dataset"`` (:class:`DatasetError`) or ``"push"`` (any write:
+            :class:`PushError`).
+        repo_id, revision, filename: the repo, revision and file concerned (taken from ``e`` when it knows them);
+            they go into the message and the error's fields, with any other ``fields``.
+
+    Returns the error; the caller raises it (``raise from_client_error(e, ...) from None``).
+    """
+    if isinstance(e, HfSoupError):
+        return e
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
+                                        LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    repo_id = repo_id or getattr(e, "repo_id", None)
+    endpoint = constants.ENDPOINT
+    detail = first_line(e)[:200]
+    status = http_status(e)
+    push = kind == "push"
+    cls = _KIND_ERRORS[kind]
+    rerun = "; rerun the same command to resume" if push else ""
+
+    # Order matters: GatedRepoError < RepositoryNotFoundError, LocalEntryNotFoundError < EntryNotFoundError,
+    # OfflineModeIsEnabled < ConnectionError, and every *NotFoundError < HfHubHTTPError.
+    if isinstance(e, GatedRepoError):
+        msg = f"{what}: '{repo_id or 'the repo'}' is gated: accept its terms on the Hub and {_LOGIN}"
+    elif isinstance(e, RepositoryNotFoundError):
+        repo = f"repo '{repo_id}'" if repo_id else "repo"
+        if push:
+            msg = (f"{what}: {repo} not found or not writable on {endpoint}: check the id, and {_LOGIN} to a token "
+                   f"that can write to it")
+        else:
+            msg = f"{what}: {repo} not found on {endpoint}: check the id, or {_LOGIN} if it is private"
+    elif isinstance(e, RevisionNotFoundError):
+        where = f" in '{repo_id}'" if repo_id else ""
+        msg = (f"{what}: revision '{revision}' not found{where}: check the branch, tag or commit sha" if revision
+               else f"{what}: revision not found{where}: check the branch, tag or commit sha")
+    elif isinstance(e, (LocalEntryNotFoundError, OfflineModeIsEnabled)) or (
+            _offline_mode() and is_connection_error(e)):  # `datasets` reports the offline mode as ConnectionError
+        if push:
+            msg = f"{what}: the Hub cannot be reached (offline, or HF_HUB_OFFLINE=1): go online and rerun"
+        else:
+            local = "a local folder" if kind == "model" else "a local parquet folder or saved dataset"
+            msg = (f"{what} is not in the local HF cache and the Hub cannot be reached (offline or HF_HUB_OFFLINE=1)"
+                   f": download it once online, or pass {local}")
+        if kind == "model":
+            cls = OfflineError
+    elif isinstance(e, EntryNotFoundError):
+        name = f"'{filename}'" if filename else "a requested file"
+        msg = f"{what}: {name} not found in '{repo_id or 'the repo'}'" + (f"@{revision}" if revision else "")
+    elif isinstance(e, HFValidationError):
+        msg = f"{what}: invalid Hub id or revision: {detail}"
+    elif isinstance(e, HfHubHTTPError) and status is not None:
+        if status == 401:
+            msg = f"{what}: authentication failed (HTTP 401): {_LOGIN} to a valid token"
+        elif status == 403:
+            msg = (f"{what}: not allowed to write (HTTP 403): {_LOGIN} to a token with write access" if push
+                   else f"{what}: access denied (HTTP 403): {_LOGIN} to a token that can read it")
+        elif status == 404:
+            msg = f"{what}: not found on {endpoint} (HTTP 404): check the id and revision"
+        elif status == 429:
+            msg = f"{what}: rate limited by the Hub (HTTP 429): wait a few minutes and rerun" + (
+                " the same command (it resumes)" if push else "")
+        elif status >= 500:
+            msg = f"{what}: the Hub answered HTTP {status} (server error): try again later{rerun}"
+        else:
+            msg = f"{what}: HTTP {status}: {detail}"
+    elif is_connection_error(e):
+        then = " and rerun the same command to resume" if push else ", or use the local cache with HF_HUB_OFFLINE=1"
+        msg = f"{what}: cannot reach the Hub at {endpoint} ({type(e).__name__}: {detail}): check your network{then}"
+        if kind == "model":
+            cls = OfflineError
+    elif (ds := _datasets_message(e, what, endpoint, detail)) is not None:
+        msg = ds
+    else:
+        msg = f"{what}: {type(e).__name__}: {detail}"
+
+    if kind == "model":
+        fields = {"repo_id": repo_id, "revision": revision, **({"path": filename} if filename else {}), **fields}
+    elif kind == "dataset":
+        fields = {"dataset": fields.pop("dataset", repo_id), "revision": revision, **fields}
+    else:
+        fields = {"repo_id": repo_id, "revision": revision, **fields}
+    return cls(msg, **fields)
+
+
+def _offline_mode() -> bool:
+    """``HF_HUB_OFFLINE`` as the libraries read it (at their import, into their own constants)."""
+    from huggingface_hub import constants
+
+    config = _loaded("datasets.config")
+    return bool(constants.HF_HUB_OFFLINE or getattr(config, "HF_HUB_OFFLINE", False))
+
+
+def _datasets_message(e: BaseException, what: str, endpoint: str, detail: str) -> str | None:
+    if (exceptions := _loaded("datasets.exceptions")) is None:
+        return None
+    if isinstance(e, exceptions.DatasetNotFoundError):
+        return f"{what}: not found on {endpoint} or locally ({detail}): check the id, or {_LOGIN} if it is private"
+    if isinstance(e, exceptions.DataFilesNotFoundError):
+        return f"{what}: no data files found ({detail}): is it a dataset folder or repo?"
+    if isinstance(e, exceptions.DatasetsError):
+        return f"{what}: {type(e).__name__}: {detail}"
+    return None

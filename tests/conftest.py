@@ -57,7 +57,7 @@ def folder_metadata(folder: Path) -> dict:
     """The decoded safetensors ``__metadata__`` of a model folder."""
     from safetensors import safe_open
 
-    from hfsoup.hub.format import decode_metadata
+    from hfsoup.core.safetensors_io import decode_metadata
 
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         return decode_metadata(f.metadata())

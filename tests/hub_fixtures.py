@@ -2,7 +2,7 @@
 
 ``hub``: a running :class:`~hub_server.HubServer`, with ``huggingface_hub`` pointed at it in this process
 (``constants.ENDPOINT`` and friends patched, a fresh ``HF_HOME``/cache in tmp, ``HF_TOKEN`` set) and
-``hub.env``: the environment for ``subprocess`` runs of the ``hfsoup`` CLI. ``offline_hub_env``: switch this
+``hub.env``: the environment for ``subprocess`` runs of the ``hfsoup`` CLI. ``hub_offline``: switch this
 process to ``HF_HUB_OFFLINE=1`` (same cache). ``run_cli``: run ``python -m hfsoup ...`` in a subprocess.
 """
 

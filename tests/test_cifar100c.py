@@ -4,6 +4,7 @@ evaluation against an independent computation, and the CLI (data cifar100c, eval
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def release(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def converted(release, tmp_path_factory):
-    from hfsoup.data.cifar100c import convert_release
+    from hfsoup.data.cifar100c_release import convert_release
 
     out = tmp_path_factory.mktemp("conv") / "c100c"
     convert_release(release, out, shard_rows=8, progress=False)  # 20 rows -> 3 shards per corruption
@@ -79,13 +80,19 @@ def test_convert_round_trip_and_selection(release, converted):
 
 
 def test_tar_input_matches_folder(release, converted, tmp_path):
-    from hfsoup.data.cifar100c import convert_release
+    from hfsoup.data.cifar100c_release import convert_release
 
     tar_path = tmp_path / "CIFAR-100-C.tar"
     with tarfile.open(tar_path, "w") as tar:
         tar.add(release, arcname="CIFAR-100-C")
     out = tmp_path / "from-tar"
-    convert_release(tar_path, out, shard_rows=8, progress=False)
+    result = convert_release(tar_path, out, shard_rows=8, progress=False)
+    assert (result.out, result.converted_from, result.corruptions) == (out, "CIFAR-100-C.tar",
+                                                                         ["gaussian_noise", "snow", "fog", "saturate"])
+    assert (result.images_per_severity, result.rows_per_corruption) == (BLOCK, 5 * BLOCK)
+    assert result.files["fog"] == [f"fog/test-0000{i}-of-00003.parquet" for i in range(3)]
+    assert json.loads((out / "conversion.json").read_text()) == result.manifest()
+    assert result.to_dict()["out"] == str(out) and "out" not in result.manifest()
     for c in CORRS:
         for a, b in zip(sorted((converted / c).glob("*.parquet")), sorted((out / c).glob("*.parquet"))):
             assert a.read_bytes() == b.read_bytes()  # deterministic: same bytes (re-push skips them)
@@ -237,13 +244,18 @@ def test_push_then_load_from_the_hub(release, converted, hub, capsys):
     rc, out, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/cifar100-c",
                              "--json"], capsys)
     assert rc == 0, err
-    first = len(hub.commits("org/cifar100-c", repo_type="dataset"))
-    # re-running is safe: nothing changed, so no new commit with different content
+    pushed = json.loads(out)["push"]
+    head = hub.head("org/cifar100-c", repo_type="dataset")
+    assert pushed["commit"] == head.sha and pushed["repo_type"] == "dataset"
+    assert len(hub.commits("org/cifar100-c", repo_type="dataset")) == 2  # the repo's initial commit + ours
+    local_files = sorted(p.relative_to(converted).as_posix() for p in converted.rglob("*") if p.is_file())
+    assert sorted(pushed["files"]) == local_files == sorted(f for f in head.files if f != ".gitattributes")
+    assert all(head.files[f] == (converted / f).read_bytes() for f in local_files)
+    # re-running is safe: nothing changed, so no new commit
     rc, _, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/cifar100-c"], capsys)
     assert rc == 0, err
-    head = hub.head("org/cifar100-c", repo_type="dataset")
-    assert "README.md" in head.files and any(p.startswith("fog/") for p in head.files)
-    assert len(hub.commits("org/cifar100-c", repo_type="dataset")) in (first, first + 1)
+    assert len(hub.commits("org/cifar100-c", repo_type="dataset")) == 2
+    assert hub.head("org/cifar100-c", repo_type="dataset").sha == head.sha
 
     remote = load_corrupted("org/cifar100-c", "fog,saturate", "2-3", progress=False)
     local = load_corrupted(str(converted), "fog,saturate", "2-3", progress=False)
@@ -259,3 +271,27 @@ def local_fog1(converted):
     from hfsoup.data.cifar100c import load_corrupted
 
     return load_corrupted(str(converted), "fog", 1, progress=False)[("fog", 1)].images
+
+
+def test_push_to_a_new_revision_branch_creates_it(converted, hub, capsys, tmp_path):
+    """`--push REPO --revision BRANCH` to a branch that does not exist yet creates it (from main) and commits
+    there; main keeps what it had. Before, the Hub answered "Revision Not Found"."""
+    from hfsoup.data.cifar100c import load_corrupted
+
+    rc, _, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted), "--push", "org/c100c", "--json"],
+                          capsys)
+    assert rc == 0, err
+    main_sha = hub.head("org/c100c", repo_type="dataset").sha
+    converted_copy = shutil.copytree(converted, tmp_path / "c100c-v2")
+    (converted_copy / "README.md").write_text((converted / "README.md").read_text() + "\nRevision two.\n")
+    rc, out, err = _run_cli(["-q", "data", "cifar100c", "--from", str(converted_copy), "--push", "org/c100c",
+                             "--revision", "v2", "--json"], capsys)
+    assert rc == 0, err
+    repo = hub.repos[("dataset", "org/c100c")]
+    doc = json.loads(out)["push"]
+    assert repo.refs["v2"] == doc["commit"] != main_sha and repo.refs["main"] == main_sha
+    assert hub.head("org/c100c", "v2", repo_type="dataset").files["README.md"].endswith(b"Revision two.\n")
+    assert not hub.head("org/c100c", repo_type="dataset").files["README.md"].endswith(b"Revision two.\n")
+    cells = load_corrupted("org/c100c", "fog", 2, revision="v2", progress=False)  # the branch loads back
+    assert torch.equal(cells[("fog", 2)].images, load_corrupted(str(converted), "fog", 2, progress=False)[("fog", 2)]
+                       .images)

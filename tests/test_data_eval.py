@@ -62,12 +62,30 @@ def test_other_column_names_and_saved_datasets(tmp_path):
         hfsoup.load_image_data(str(tmp_path / "saved"), "val", progress=False)
 
 
-def test_unloadable_dataset_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(DatasetError):
+def test_unloadable_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="missing-folder") as e:
         hfsoup.load_image_data(str(tmp_path / "missing-folder"), "test", progress=False)
-    with pytest.raises(DatasetError, match="unknown split"):
+    assert isinstance(e.value, LookupError) and e.value.dataset == str(tmp_path / "missing-folder")
+    assert len(str(e.value).splitlines()) == 1
+    with pytest.raises(DatasetError, match="unknown split") as e:
         hfsoup.load_image_data(str(tmp_path), "validation", progress=False)
+    assert e.value.split == "validation"
+
+
+def test_offline_dataset_not_in_cache_says_so(hub, hub_offline):
+    """The offline branch for real: ``huggingface_hub`` and ``datasets`` read ``HF_HUB_OFFLINE`` when imported,
+    so the fixture patches their constants; nothing may reach the (running) Hub stand-in."""
+    import datasets.config
+
+    hub_offline()
+    assert datasets.config.HF_HUB_OFFLINE
+    n = len(hub.requests)
+    with pytest.raises(DatasetError) as e:
+        hfsoup.load_image_data("org/never-cached", "test", progress=False)
+    msg = str(e.value)
+    assert msg.startswith("dataset 'org/never-cached' is not in the local HF cache") and "HF_HUB_OFFLINE=1" in msg
+    assert e.value.dataset == "org/never-cached" and len(msg.splitlines()) == 1
+    assert len(hub.requests) == n
 
 
 def test_evaluation_matches_an_independent_computation(cifar_parquet):

@@ -10,6 +10,7 @@ import torch
 import hfsoup
 from hfsoup import (CorruptFileError, HfSoupError, IncompatibleModelsError, ModelReferenceError,
                     UnsafeCheckpointError)
+from hfsoup.core.safetensors_io import sha256_file
 from conftest import make_model, save_model_dir
 
 
@@ -38,8 +39,10 @@ def test_bad_references_are_one_line_errors(text):
 
 
 def test_missing_folder_and_missing_files(tmp_path):
-    with pytest.raises(ModelReferenceError, match="does not exist"):
+    with pytest.raises(ModelReferenceError, match="does not exist") as e:
         hfsoup.load_ingredient(str(tmp_path / "nope"))
+    assert isinstance(e.value, LookupError) and e.value.path == tmp_path / "nope"
+    assert e.value.reference == str(tmp_path / "nope") and e.value.repo_id is None
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelReferenceError, match="config.json"):
         hfsoup.load_ingredient(str(tmp_path / "empty"))
@@ -57,31 +60,35 @@ def test_ingredient_reads_header_metadata_and_layout(tmp_path):
     assert ing.metadata["branch_epoch"] == "200" and ing.metadata["format"] == "pt"
     assert ing.tensors["fc.weight"].shape == (100, 64)
     assert ing.tensors["bn1.num_batches_tracked"].dtype == torch.int64
-    assert len(ing.sha256) == 64
+    assert ing.sha256 == sha256_file(d / "model.safetensors")
 
 
 def test_corrupt_safetensors_is_a_clear_error(tmp_path):
     d = save_model_dir(tmp_path / "m", seed=0)
     data = (d / "model.safetensors").read_bytes()
     (d / "model.safetensors").write_bytes(data[: len(data) // 2])  # truncated download
-    with pytest.raises(CorruptFileError, match="truncated"):
+    with pytest.raises(CorruptFileError, match="truncated") as e:
         hfsoup.load_ingredient(str(d))
+    assert isinstance(e.value, ValueError) and e.value.path == d / "model.safetensors"
     (d / "model.safetensors").write_bytes(b"not a safetensors file at all")
     with pytest.raises(CorruptFileError):
         hfsoup.load_ingredient(str(d))
     (d / "config.json").write_text("{broken")
-    with pytest.raises(CorruptFileError, match="config.json"):
+    with pytest.raises(CorruptFileError, match="config.json") as e:
         hfsoup.load_ingredient(str(d))
+    assert e.value.path == d / "config.json"
 
 
 def test_incompatible_architectures_and_shapes(tmp_path):
     a = save_model_dir(tmp_path / "a", seed=0)
     b = save_model_dir(tmp_path / "b", seed=0, arch="resnet10_cifar_tiny")
     c = save_model_dir(tmp_path / "c", seed=0, num_classes=10)
-    with pytest.raises(IncompatibleModelsError, match="different architectures"):
+    with pytest.raises(IncompatibleModelsError, match="different architectures") as e:
         hfsoup.load_ingredients([str(a), str(b)])
-    with pytest.raises(IncompatibleModelsError, match="fc.weight"):
+    assert isinstance(e.value, ValueError) and e.value.keys == []
+    with pytest.raises(IncompatibleModelsError, match="fc.weight") as e:
         hfsoup.load_ingredients([str(a), str(c)])
+    assert e.value.keys == ["fc.bias", "fc.weight"]  # the 100-class head vs the 10-class one
 
 
 def test_mismatched_keys_are_named(tmp_path):
@@ -96,6 +103,7 @@ def test_mismatched_keys_are_named(tmp_path):
     with pytest.raises(IncompatibleModelsError) as e:
         hfsoup.load_ingredients([str(a), str(b)])
     assert "missing fc.bias" in str(e.value) and "unexpected extra.weight" in str(e.value)
+    assert e.value.keys == ["extra.weight", "fc.bias"]
 
 
 def test_one_ingredient_is_not_a_soup(tmp_path):
@@ -111,8 +119,9 @@ def test_pickle_checkpoints_need_opt_in(tmp_path):
     folder = tmp_path / "timm-bin"
     timm.models.save_for_hf(model, str(folder), safe_serialization=False)
     assert (folder / "pytorch_model.bin").exists() and not (folder / "model.safetensors").exists()
-    with pytest.raises(UnsafeCheckpointError, match="--allow-pickle"):
+    with pytest.raises(UnsafeCheckpointError, match="--allow-pickle") as e:
         hfsoup.load_ingredient(str(folder))
+    assert e.value.path == folder / "pytorch_model.bin"
     ing = hfsoup.load_ingredient(str(folder), allow_pickle=True)
     assert torch.equal(ing.state_dict()["fc.weight"], model.state_dict()["fc.weight"])
 
@@ -152,7 +161,7 @@ def test_written_files_and_metadata(model_dirs, tmp_path):
     assert manifest["recipe"] == "mix" and manifest["parameters"]["alpha"] == 0.25
     assert [i["weight"] for i in manifest["ingredients"]] == [0.75, 0.25]
     assert manifest["ingredients"][0]["path"] == str(model_dirs[0].resolve())
-    assert manifest["sha256"] == hfsoup.core.ingredients.sha256_file(out / "model.safetensors")
+    assert manifest["sha256"] == sha256_file(out / "model.safetensors")
     with safe_open(str(out / "model.safetensors"), "pt") as f:
         meta = f.metadata()
     assert meta["format"] == "pt" and meta["recipe"] == "mix"
@@ -180,12 +189,12 @@ def test_existing_output_is_not_overwritten_without_force(model_dirs, tmp_path):
 
 def test_interrupted_write_leaves_nothing(model_dirs, tmp_path, monkeypatch):
     soup = hfsoup.mix(str(model_dirs[0]), str(model_dirs[1]), 0.5)
-    from hfsoup.hub import format as hub_format
+    from hfsoup.core import files
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(hub_format, "_replace_dir", boom)
+    monkeypatch.setattr(files, "replace_folder", boom)
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(KeyboardInterrupt):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import textwrap
 from pathlib import Path
 
-from hfsoup.errors import HfSoupError
+from hfsoup.cli.options import add_json_option, examples, progress_enabled
+from hfsoup.cli.output import print_json
+from hfsoup.errors import HfSoupError, InvalidParameterError
 
 
 def register(subparsers) -> None:
+    """Add ``hfsoup data`` and its sub-commands."""
     p = subparsers.add_parser("data", help="prepare datasets (convert CIFAR-100-C to parquet and publish it)",
                               description="Dataset preparation.")
     sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
@@ -23,72 +25,75 @@ def register(subparsers) -> None:
                     "The conversion streams (bounded memory) and writes atomically. With --push the folder is "
                     "uploaded to a Hub dataset repo; re-running is safe (unchanged files are skipped). --from may "
                     "also be an already converted folder, which is then pushed as is.",
-        epilog="examples:\n" + textwrap.indent(textwrap.dedent("""
+        epilog=examples("""
             hfsoup data cifar100c --from ./CIFAR-100-C --out ./cifar100-c-parquet
             hfsoup data cifar100c --from ./CIFAR-100-C.tar --out ./cifar100-c-parquet --check-labels uoft-cs/cifar100
             hfsoup data cifar100c --from ./CIFAR-100-C --push my-org/cifar100-c
-            hfsoup data cifar100c --from ./cifar100-c-parquet --push my-org/cifar100-c""").strip(), "  "))
+            hfsoup data cifar100c --from ./cifar100-c-parquet --push my-org/cifar100-c --revision v2"""))
     q.add_argument("--from", dest="source", required=True,
                    help="CIFAR-100-C folder, CIFAR-100-C.tar, or a folder converted earlier (push only)")
     q.add_argument("--out", default=None, help="output folder (default with --push: a temporary folder)")
     q.add_argument("--force", action="store_true", help="replace an existing output folder")
     q.add_argument("--push", metavar="REPO", default=None, help="upload to this Hub dataset repo (created if missing)")
     q.add_argument("--private", action="store_true", help="create the dataset repo as private")
-    q.add_argument("--revision", default=None, help="branch to push to")
-    q.add_argument("--large", action="store_true", help="push with upload_large_folder (resumable, many commits)")
+    q.add_argument("--revision", default=None, help="branch to push to (created if missing)")
+    q.add_argument("--large", action="store_true", help="push in several resumable commits (very large folders)")
     q.add_argument("--check-labels", metavar="DATASET", default=None,
                    help="check labels.npy against the test split of this CIFAR-100 dataset (Hub id or folder)")
     q.add_argument("--class-names-from", metavar="DATASET", default=None,
                    help="take the label names from this CIFAR-100 dataset (default: CIFAR-100's fine names)")
     q.add_argument("--shard-rows", type=int, default=10_000, help="rows per parquet shard (default: %(default)s)")
     q.add_argument("--token", default=None, help=argparse.SUPPRESS)
-    q.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    q.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    add_json_option(q)
     q.set_defaults(func=cmd_cifar100c)
     p.set_defaults(func=lambda args: p.print_help())
 
 
-def cmd_cifar100c(args) -> dict:
-    from hfsoup.data.cifar100c import convert_release, is_converted, push_converted
-    from hfsoup.cli import _print_json, _progress
+def cmd_cifar100c(args: argparse.Namespace) -> dict:
+    """Convert (``--out``) and/or publish (``--push``) CIFAR-100-C; prints a summary (or the JSON document)."""
+    from hfsoup.data.cifar100c_release import convert_release, is_converted
 
     if args.shard_rows <= 0:
-        raise HfSoupError(f"--shard-rows must be positive, got {args.shard_rows}")
+        raise InvalidParameterError(f"--shard-rows must be positive, got {args.shard_rows}", parameter="shard_rows")
     if not args.out and not args.push:
         raise HfSoupError("nothing to do: pass --out DIR to convert, --push REPO to publish (or both)")
-    info: dict = {}
+    doc: dict = {}
     tmp = None
     try:
         if is_converted(args.source):
             if args.out:
                 raise HfSoupError(f"'{args.source}' is already converted: drop --out (use --push to publish it)")
             folder = Path(args.source)
-            info["out"] = str(folder)
+            doc["out"] = str(folder)
         else:
             if args.out:
-                out = Path(args.out)
+                folder = Path(args.out)
             else:
                 tmp = tempfile.TemporaryDirectory(prefix="hfsoup-cifar100c-")
-                out = Path(tmp.name) / "cifar100-c"
-            info = convert_release(args.source, out, force=args.force, check_labels=args.check_labels,
-                                   class_names_from=args.class_names_from, shard_rows=args.shard_rows,
-                                   progress=_progress(args))
-            info.pop("files", None)
-            info.pop("class_names", None)
-            folder = out
+                folder = Path(tmp.name) / "cifar100-c"
+            result = convert_release(args.source, folder, force=args.force, check_labels=args.check_labels,
+                                     class_names_from=args.class_names_from, shard_rows=args.shard_rows,
+                                     progress=progress_enabled(args))
+            doc = {k: v for k, v in result.to_dict().items() if k not in ("files", "class_names")}
             if tmp is not None:
-                info["out"] = None
+                doc["out"] = None
         if args.push:
-            info["push"] = push_converted(folder, args.push, private=args.private or None, revision=args.revision,
-                                          token=args.token, large=args.large)
+            from hfsoup.hub.datasets import push_dataset_folder
+
+            doc["push"] = push_dataset_folder(
+                folder, args.push, private=args.private or None, revision=args.revision, token=args.token,
+                large=args.large, commit_message="Upload CIFAR-100-C (parquet, converted by hfsoup)").to_dict()
     finally:
         if tmp is not None:
             tmp.cleanup()
     if args.json:
-        _print_json(info)
+        print_json(doc)
     else:
-        if "corruptions" in info:
-            print(f"converted {len(info['corruptions'])} corruptions x 5 severities x "
-                  f"{info['images_per_severity']} images" + (f" to {info['out']}" if info.get("out") else ""))
-        if "push" in info:
-            print(f"pushed to dataset {info['push']['repo_id']}: {info['push']['url']}")
-    return info
+        if "corruptions" in doc:
+            print(f"converted {len(doc['corruptions'])} corruptions x 5 severities x "
+                  f"{doc['images_per_severity']} images" + (f" to {doc['out']}" if doc.get("out") else ""))
+        if "push" in doc:
+            where = f" (branch {args.revision})" if args.revision else ""
+            print(f"pushed to dataset {doc['push']['repo_id']}{where} @ {doc['push']['commit']}: {doc['push']['url']}")
+    return doc

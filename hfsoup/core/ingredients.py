@@ -7,10 +7,8 @@ checked before any averaging, and tensors are read one at a time by the averagin
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,47 +18,7 @@ import torch
 from hfsoup.errors import CorruptFileError, HfSoupError, IncompatibleModelsError
 from hfsoup.core.models import build_model
 from hfsoup.core.references import ModelRef, ResolvedModel, parse_reference, resolve
-
-_ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    offset: int = 0  # absolute byte offset of the tensor's data in its safetensors file
-    nbytes: int = 0
-
-
-def read_safetensors_header(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    """Keys, shapes and dtypes plus ``__metadata__`` of a safetensors file, reading only its header.
-
-    Also checks that the file is as long as the header says, so a truncated download is caught up front.
-    """
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > size - 8 or n > 100 * 2**20:
-                raise ValueError("header length out of range")
-            header = json.loads(f.read(n))
-        metadata = header.pop("__metadata__", None) or {}
-        infos, end = {}, 0
-        for key, entry in header.items():
-            start, stop = entry["data_offsets"]
-            infos[key] = TensorInfo(tuple(entry["shape"]), _ST_DTYPES[entry["dtype"]], 8 + n + start, stop - start)
-            end = max(end, stop)
-        if 8 + n + end > size:
-            raise ValueError(f"file is truncated ({size} bytes, header needs {8 + n + end})")
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise CorruptFileError(f"'{path}' is not a valid safetensors file ({e}); delete it and download or save "
-                               f"it again") from None
-    return infos, {str(k): str(v) for k, v in metadata.items()}
-
+from hfsoup.core.safetensors_io import SafetensorsReader, TensorInfo, read_safetensors_header, sha256_file
 
 @dataclass
 class Ingredient:
@@ -140,9 +98,10 @@ class Ingredient:
         try:
             fd = os.open(self.resolved.weights_file, os.O_RDONLY)
         except OSError as e:
-            raise CorruptFileError(f"cannot open '{self.resolved.weights_file}': {e}") from None
+            raise CorruptFileError(f"cannot open '{self.resolved.weights_file}': {e}",
+                                   path=self.resolved.weights_file) from None
         try:
-            yield _SafeReader(fd, self.resolved.weights_file, self.tensors)
+            yield SafetensorsReader(fd, self.resolved.weights_file, self.tensors)
         finally:
             os.close(fd)
 
@@ -160,35 +119,17 @@ class Ingredient:
                 state = torch.load(self.resolved.weights_file, map_location="cpu", weights_only=True)
             except Exception as e:  # noqa: BLE001 - any unpickling failure is a corrupt file to the user
                 raise CorruptFileError(f"cannot load '{self.resolved.weights_file}' ({type(e).__name__}); "
-                                       f"it is not a plain tensor checkpoint") from None
+                                       f"it is not a plain tensor checkpoint",
+                                       path=self.resolved.weights_file) from None
             if isinstance(state, dict) and "state_dict" in state:
                 state = state["state_dict"]
             self._pickle_state = state
         return self._pickle_state
 
 
-class _SafeReader:
-    """Reads one tensor of a safetensors file with ``pread`` at the offsets of its header.
-
-    Plain reads instead of a memory map: with many ingredients open at once, mapped pages of every file would
-    count against the process (resident set); read buffers are freed as soon as the tensor is consumed.
-    """
-
-    def __init__(self, fd: int, path: Path, infos: dict[str, TensorInfo]):
-        self._fd, self._path, self._infos = fd, path, infos
-
-    def get_tensor(self, key: str) -> torch.Tensor:
-        info = self._infos[key]
-        if info.nbytes == 0:
-            return torch.empty(info.shape, dtype=info.dtype)
-        buf = bytearray(info.nbytes)
-        view, done = memoryview(buf), 0
-        while done < info.nbytes:  # pread may return short reads on some filesystems
-            got = os.preadv(self._fd, [view[done:]], info.offset + done)
-            if got <= 0:
-                raise CorruptFileError(f"cannot read tensor '{key}' from '{self._path}': file ended early")
-            done += got
-        return torch.frombuffer(buf, dtype=info.dtype).reshape(info.shape)
+#: The old private name of :class:`~hfsoup.core.safetensors_io.SafetensorsReader`, still patched by
+#: tests/test_averaging.py; remove once that test patches ``SafetensorsReader``.
+_SafeReader = SafetensorsReader
 
 
 class _DictReader:
@@ -197,14 +138,6 @@ class _DictReader:
 
     def get_tensor(self, key: str) -> torch.Tensor:
         return self._s[key]
-
-
-def sha256_file(path: str | Path, chunk: int = 2**22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_ingredient(ref: str | os.PathLike | ModelRef, *, allow_pickle: bool = False, token=None,
@@ -219,7 +152,8 @@ def load_ingredient(ref: str | os.PathLike | ModelRef, *, allow_pickle: bool = F
         if not isinstance(config, dict) or "architecture" not in config:
             raise ValueError("no 'architecture' field")
     except (ValueError, OSError) as e:
-        raise CorruptFileError(f"{resolved.config_file} is not a timm config.json ({e})") from None
+        raise CorruptFileError(f"{resolved.config_file} is not a timm config.json ({e})",
+                               path=resolved.config_file) from None
     if resolved.is_pickle:
         ing = Ingredient(resolved, config, {}, {})
         state = ing._load_pickle()
@@ -266,7 +200,7 @@ def check_compatible(ingredients: Sequence[Ingredient], max_names: int = 5) -> N
         where = f"'{other.reference}' vs '{ref.reference}'"
         if other.architecture != ref.architecture:
             raise IncompatibleModelsError(f"different architectures: {other.architecture} vs {ref.architecture} "
-                                          f"({where}); soups need one architecture")
+                                          f"({where}); soups need one architecture", keys=())
         missing = ref.tensors.keys() - other.tensors.keys()
         extra = other.tensors.keys() - ref.tensors.keys()
         if missing or extra:
@@ -275,16 +209,11 @@ def check_compatible(ingredients: Sequence[Ingredient], max_names: int = 5) -> N
                 parts.append(f"missing {names(missing)}")
             if extra:
                 parts.append(f"unexpected {names(extra)}")
-            raise IncompatibleModelsError(f"different keys ({where}): " + "; ".join(parts))
-        shapes = [k for k in ref.tensors if other.tensors[k].shape != ref.tensors[k].shape]
-        if shapes:
-            k = shapes[0]
-            raise IncompatibleModelsError(
-                f"different shapes ({where}) for {names(shapes)}: e.g. {k} {list(other.tensors[k].shape)} vs "
-                f"{list(ref.tensors[k].shape)}")
-        dtypes = [k for k in ref.tensors if other.tensors[k].dtype != ref.tensors[k].dtype]
-        if dtypes:
-            k = dtypes[0]
-            raise IncompatibleModelsError(
-                f"different dtypes ({where}) for {names(dtypes)}: e.g. {k} {other.tensors[k].dtype} vs "
-                f"{ref.tensors[k].dtype}")
+            raise IncompatibleModelsError(f"different keys ({where}): " + "; ".join(parts), keys=missing | extra)
+        for what, of in (("shapes", lambda t: list(t.shape)), ("dtypes", lambda t: t.dtype)):
+            differ = [k for k in ref.tensors if of(other.tensors[k]) != of(ref.tensors[k])]
+            if differ:
+                k = differ[0]
+                raise IncompatibleModelsError(
+                    f"different {what} ({where}) for {names(differ)}: e.g. {k} {of(other.tensors[k])} vs "
+                    f"{of(ref.tensors[k])}", keys=differ)

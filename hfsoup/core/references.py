@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfsoup.errors import ModelReferenceError, OfflineError, UnsafeCheckpointError
+from hfsoup.errors import ModelReferenceError, UnsafeCheckpointError, client_error_types, from_client_error
 
 SAFETENSORS_NAME = "model.safetensors"
 PICKLE_NAME = "pytorch_model.bin"
@@ -61,7 +61,8 @@ def parse_reference(text: str) -> ModelRef:
     """
     raw = text.strip()
     if not raw:
-        raise ModelReferenceError("empty model reference: pass a Hub id (org/name[@revision]) or a local folder")
+        raise ModelReferenceError("empty model reference: pass a Hub id (org/name[@revision]) or a local folder",
+                                  reference=text)
     if raw.startswith("local-dir:"):
         return ModelRef(text, local_path=Path(raw[len("local-dir:"):]).expanduser())
     hub = raw[len("hf-hub:"):] if raw.startswith("hf-hub:") else None
@@ -73,9 +74,14 @@ def parse_reference(text: str) -> ModelRef:
     repo_id, _, revision = hub.partition("@")
     if not _REPO_RE.match(repo_id) or "--" in repo_id or ".." in repo_id:
         raise ModelReferenceError(
-            f"'{text}' is neither an existing folder nor a Hub model id: use org/name[@revision] or a local path"
-        )
+            f"'{text}' is neither an existing folder nor a Hub model id: use org/name[@revision] or a local path",
+            reference=text)
     return ModelRef(text, repo_id=repo_id, revision=revision or None)
+
+
+def _fields(ref: ModelRef, path: Path) -> dict:
+    """The fields of a :class:`ModelReferenceError` about ``path`` of ``ref``."""
+    return {"reference": ref.text, "repo_id": ref.repo_id, "revision": ref.revision, "path": path}
 
 
 def resolve(ref: ModelRef | str, *, allow_pickle: bool = False, token: str | bool | None = None,
@@ -91,58 +97,41 @@ def resolve(ref: ModelRef | str, *, allow_pickle: bool = False, token: str | boo
     if ref.is_local:
         folder = ref.local_path
         if not folder.exists():
-            raise ModelReferenceError(f"model folder '{folder}' does not exist")
+            raise ModelReferenceError(f"model folder '{folder}' does not exist", **_fields(ref, folder))
         if not folder.is_dir():
             raise ModelReferenceError(f"'{folder}' is a file: pass the folder that holds config.json and "
-                                      f"{SAFETENSORS_NAME}")
+                                      f"{SAFETENSORS_NAME}", **_fields(ref, folder))
         commit = None
     else:
         folder, commit = _download(ref, allow_pickle=allow_pickle, token=token, cache_dir=cache_dir)
     config = folder / CONFIG_NAME
     if not config.is_file():
         raise ModelReferenceError(f"{ref}: no {CONFIG_NAME} (not a timm model folder); save models with "
-                                  f"hfsoup or timm's save_for_hf")
+                                  f"hfsoup or timm's save_for_hf", **_fields(ref, config))
     weights = folder / SAFETENSORS_NAME
     if not weights.is_file():
         pickle_file = folder / PICKLE_NAME
         if pickle_file.is_file() and not allow_pickle:
             raise UnsafeCheckpointError(
                 f"{ref} has only a pickle checkpoint ({PICKLE_NAME}); pass --allow-pickle (allow_pickle=True) if "
-                f"you trust it, or convert it to safetensors")
+                f"you trust it, or convert it to safetensors", **_fields(ref, pickle_file))
         if not pickle_file.is_file():
-            raise ModelReferenceError(f"{ref}: no {SAFETENSORS_NAME} found")
+            raise ModelReferenceError(f"{ref}: no {SAFETENSORS_NAME} found", **_fields(ref, weights))
         weights = pickle_file
     return ResolvedModel(ref=ref, folder=folder, weights_file=weights, config_file=config, commit=commit)
 
 
 def _download(ref: ModelRef, *, allow_pickle: bool, token, cache_dir) -> tuple[Path, str | None]:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import snapshot_download
 
     patterns = [CONFIG_NAME, SAFETENSORS_NAME] + ([PICKLE_NAME] if allow_pickle else [])
     where = f"{ref.repo_id}" + (f"@{ref.revision}" if ref.revision else "")
     try:
         path = snapshot_download(ref.repo_id, revision=ref.revision, allow_patterns=patterns, token=token,
                                  cache_dir=cache_dir)
-    except GatedRepoError:
-        raise ModelReferenceError(f"{where} is gated: accept its terms on the Hub and log in (hf auth login)") from None
-    except RepositoryNotFoundError:
-        raise ModelReferenceError(
-            f"model repo '{ref.repo_id}' not found on {constants.ENDPOINT}: check the id, or log in "
-            f"(hf auth login / HF_TOKEN) if it is private") from None
-    except RevisionNotFoundError:
-        raise ModelReferenceError(f"revision '{ref.revision}' not found in '{ref.repo_id}': check the branch, tag "
-                                  f"or commit sha") from None
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled):
-        raise OfflineError(
-            f"{where} is not in the local HF cache and the Hub cannot be reached (offline or HF_HUB_OFFLINE=1): "
-            f"download it once online, or pass a local folder") from None
-    except HfHubHTTPError as e:
-        raise ModelReferenceError(f"could not fetch {where}: {str(e).splitlines()[0]}") from None
-    except OSError as e:  # connection failures surface as OSError subclasses in some client versions
-        raise OfflineError(f"could not reach the Hub for {where} ({type(e).__name__}): check your network, or "
-                           f"use the local cache with HF_HUB_OFFLINE=1") from None
+    except client_error_types() as e:
+        raise from_client_error(e, where, kind="model", repo_id=ref.repo_id, revision=ref.revision,
+                                reference=ref.text) from None
     folder = Path(path)
     # The cache layout stores each snapshot under snapshots/<commit sha>.
     commit = folder.name if _SHA_RE.match(folder.name) else None

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hfsoup.errors import DatasetError, first_line
+from hfsoup.errors import DatasetError, InvalidParameterError, first_line, from_client_error
 
 DEFAULT_DATASET = "uoft-cs/cifar100"
 IMAGE_COLUMNS = ("img", "image")
@@ -95,7 +95,8 @@ def load_split(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision:
     """The raw ``datasets.Dataset`` of ``split`` (``val``/``train-main`` carved from ``train``), and the row
     indices used for a carved split (None otherwise)."""
     if split not in SPLITS:
-        raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
+        raise DatasetError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}", dataset=dataset,
+                           split=split)
     source_split = "train" if split in ("val", "train-main") else split
     ds = _load_source(dataset, source_split, revision=revision, name=name)
     if split in ("val", "train-main"):
@@ -119,7 +120,8 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
                 obj = datasets.load_from_disk(str(path))
                 if isinstance(obj, datasets.DatasetDict):
                     if split not in obj:
-                        raise DatasetError(f"'{dataset}' has no '{split}' split (it has {', '.join(obj)})")
+                        raise DatasetError(f"'{dataset}' has no '{split}' split (it has {', '.join(obj)})",
+                                           dataset=dataset, split=split)
                     return obj[split]
                 return obj
             if path.is_file():
@@ -130,21 +132,20 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
         raise
     except ValueError as e:
         msg = first_line(e)
-        if "split" in msg.lower():
-            raise DatasetError(f"'{dataset}' has no '{split}' split ({msg})") from None
-        raise DatasetError(f"cannot load dataset '{dataset}': {msg}") from None
-    except Exception as e:  # noqa: BLE001 - datasets raises many types (FileNotFound, ConnectionError, HfHubHTTPError…)
-        msg = first_line(e)
-        hint = ("" if path.exists() else
-                "; offline? pass a local parquet folder or a saved dataset, or pre-fill the HF cache")
-        raise DatasetError(f"cannot load dataset '{dataset}' ({type(e).__name__}: {msg[:200]}){hint}") from None
+        if "split" in msg.lower():  # the dataset is there, the split is not
+            raise DatasetError(f"'{dataset}' has no '{split}' split ({msg})", dataset=dataset, split=split) from None
+        raise from_client_error(e, f"dataset '{dataset}'", kind="dataset", dataset=dataset,
+                                revision=revision) from None
+    except Exception as e:  # noqa: BLE001 - datasets raises many types (FileNotFound, ConnectionError, HTTP errors…)
+        raise from_client_error(e, f"dataset '{dataset}'", kind="dataset", dataset=dataset,
+                                revision=revision) from None
 
 
 def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, option: str):
     if wanted is not None:
         if wanted not in columns:
             raise DatasetError(f"no {what} column '{wanted}' in the dataset (columns: {', '.join(columns)}); "
-                               f"pass the right name with {option}")
+                               f"pass the right name with {option}", column=wanted)
         return wanted
     for c in candidates:
         if c in columns:
@@ -186,11 +187,11 @@ def to_image_data(ds, *, dataset: str, split: str, revision: str | None = None, 
     lab_col = _pick_column(columns, label_column, LABEL_COLUMNS, "label", "--label-column")
     if limit is not None:
         if limit <= 0:
-            raise DatasetError(f"--limit must be positive, got {limit}")
+            raise InvalidParameterError(f"--limit must be positive, got {limit}", parameter="limit")
         ds = ds.select(range(min(limit, len(ds))))
         indices = None if indices is None else indices[:limit]
     if len(ds) == 0:
-        raise DatasetError(f"split '{split}' of '{dataset}' is empty")
+        raise DatasetError(f"split '{split}' of '{dataset}' is empty", dataset=dataset, split=split)
     feature = ds.features[lab_col]
     class_names = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
     ds = ds.select_columns([img_col, lab_col])
@@ -210,7 +211,7 @@ def to_image_data(ds, *, dataset: str, split: str, revision: str | None = None, 
             labels[start:start + len(arr)] = np.asarray(batch[lab_col], dtype=np.int64)
         except (TypeError, ValueError):
             raise DatasetError(f"label column '{lab_col}' does not hold integer class ids: pass the right one "
-                               f"with --label-column") from None
+                               f"with --label-column", dataset=dataset, column=lab_col) from None
         bar.update(len(arr))
     bar.close()
     if images is None:

@@ -1,52 +1,121 @@
-"""Publishing a model folder to the Hub in one commit, through ``huggingface_hub``."""
+"""The one upload path: a local folder to a Hub repo in one commit (model folders, datasets, zoo models).
+
+:func:`upload_folder` creates the repo and the target branch when they are missing, retries transient failures
+(:mod:`hfsoup.hub.retry`) and maps every client error to a one-line :class:`~hfsoup.errors.PushError`
+(:func:`~hfsoup.errors.from_client_error`). Re-running an upload is safe: the Hub client skips files whose remote
+blob is identical, so an unchanged folder makes no new commit. Torch-free.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
-from hfsoup.errors import HfSoupError, PushError
-from hfsoup.hub.format import CARD_NAME, CONFIG_NAME, HUB_FILES, WEIGHTS_NAME
+from hfsoup.errors import HfSoupError, InvalidParameterError
+from hfsoup.hub.format import CONFIG_NAME, HUB_FILES, WEIGHTS_NAME
+from hfsoup.hub.retry import BACKOFF_BASE_S, MAX_RETRIES, with_retries
+
+_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+#: Folders the Hub client never uploads (its own upload_folder ignores them too).
+_IGNORED_DIRS = (".git", ".cache")
+
+
+@dataclass
+class UploadResult:
+    """What an upload did: the repo, the commit it made (or the head it left unchanged), links and the files sent."""
+
+    repo_id: str
+    repo_type: str
+    commit: str | None
+    url: str | None
+    pr_url: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _folder_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and not any(part in _IGNORED_DIRS for part in p.relative_to(folder).parts))
+
+
+def upload_folder(folder: str | Path, repo_id: str, *, repo_type: str = "model", files: Sequence[str] | None = None,
+                  private: bool | None = None, revision: str | None = None, create_pr: bool = False,
+                  token: str | bool | None = None, commit_message: str | None = None, large: bool = False,
+                  max_retries: int = MAX_RETRIES, backoff: float = BACKOFF_BASE_S) -> UploadResult:
+    """Upload ``folder`` (or only ``files``, paths relative to it) to ``repo_id`` as one commit.
+
+    Creates the repo (``private`` applies to a new repo only) and the branch ``revision`` if missing (from the
+    default branch), so pushing to a new branch just works. With ``create_pr`` the commit is opened as a pull
+    request against the default branch (the Hub client accepts no ``revision`` then). ``large=True`` uses the
+    client's ``upload_large_folder`` (many commits, resumable from its local state; no pull request) where it
+    exists; newer clients have none because ``upload_folder`` itself splits and resumes large uploads, and it is
+    used instead. Rate limits, server errors and connection failures are retried
+    (``max_retries``, first wait ``backoff`` seconds); other failures raise a one-line
+    :class:`~hfsoup.errors.PushError`. The token comes from the usual sources (``token``, ``HF_TOKEN``,
+    ``hf auth login``) and is never printed.
+    """
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HfSoupError(f"'{folder}' is not a folder: nothing to upload")
+    if revision is not None and _SHA_RE.match(revision):
+        raise InvalidParameterError(f"--revision {revision} is a commit sha: commits go to a branch; pass a branch "
+                                    f"name", parameter="revision")
+    if create_pr and (large or revision):
+        raise InvalidParameterError(f"a pull request is opened against the default branch, in one commit: drop "
+                                    f"--create-pr or {'--large' if large else '--revision'}", parameter="create_pr")
+    if files is None:
+        sent = _folder_files(folder)
+    else:
+        sent = sorted({Path(f).as_posix() for f in files if (folder / f).is_file()})
+    if not sent:
+        raise HfSoupError(f"'{folder}' holds no file to upload")
+
+    api = HfApi(token=token)
+    target = f"{repo_type} repo '{repo_id}'" if repo_type != "model" else f"'{repo_id}'"
+    retry = dict(max_retries=max_retries, base=backoff, kind="push", repo_id=repo_id, revision=revision)
+    with_retries(lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
+                 f"create {target}", **retry)
+    if revision and revision != "main":
+        # The Hub does not create a missing branch on commit (it answers "Revision Not Found"): create it first,
+        # from the default branch. An existing branch is left as it is.
+        with_retries(lambda: api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True),
+                     f"create branch '{revision}' of {target}", **retry)
+    message = commit_message or f"Upload {folder.name} with hfsoup"
+    patterns = None if files is None else sent
+    if large and hasattr(api, "upload_large_folder"):
+        with_retries(lambda: api.upload_large_folder(repo_id=repo_id, folder_path=str(folder), repo_type=repo_type,
+                                                     revision=revision, private=private, allow_patterns=patterns),
+                     f"push to {target}", **retry)
+        head = with_retries(lambda: api.repo_info(repo_id, repo_type=repo_type, revision=revision), f"read {target}",
+                            **retry)
+        prefix = "" if repo_type == "model" else f"{repo_type}s/"
+        return UploadResult(repo_id, repo_type, head.sha, f"{api.endpoint}/{prefix}{repo_id}/tree/{revision or 'main'}",
+                            None, sent)
+    info = with_retries(lambda: api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision, allow_patterns=patterns,
+        create_pr=create_pr, commit_message=message), f"push to {target}", **retry)
+    return UploadResult(repo_id, repo_type, info.oid, info.commit_url, info.pr_url, sent)
 
 
 def push(folder: str | Path, repo_id: str, *, private: bool | None = None, create_pr: bool = False,
-         revision: str | None = None, token: str | bool | None = None, commit_message: str | None = None,
-         extra_files: tuple[str, ...] = ()) -> dict:
-    """Upload ``model.safetensors``, ``config.json``, ``README.md`` and ``soup.json`` of ``folder`` to
-    ``repo_id`` as one commit (creating the repo, and the branch ``revision``, if needed).
-
-    The token comes from the usual sources (``token`` argument, ``HF_TOKEN``, ``hf auth login``) and is never
-    printed. Returns ``{"repo_id", "commit", "url", "pr_url"}``.
-    """
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-
+         revision: str | None = None, token: str | bool | None = None,
+         commit_message: str | None = None) -> UploadResult:
+    """Upload a model folder in hfsoup's Hub format (``model.safetensors``, ``config.json``, ``README.md``,
+    ``soup.json`` where present) to the model repo ``repo_id`` as one commit, with :func:`upload_folder`
+    (creating the repo, and the branch ``revision``, if needed)."""
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise HfSoupError(f"'{folder}' is not a model folder ({WEIGHTS_NAME} and {CONFIG_NAME} needed): write one "
                           f"with hfsoup mix/soup --out first")
-    files = [f for f in (*HUB_FILES, *extra_files) if (folder / f).is_file()]
-    api = HfApi(token=token)
-    try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision and not create_pr:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, repo_type="model", revision=revision,
-            allow_patterns=files, create_pr=create_pr,
-            commit_message=commit_message or f"Upload {folder.name} with hfsoup")
-    except HFValidationError as e:
-        raise PushError(f"invalid repo id '{repo_id}': {str(e).splitlines()[0]}") from None
-    except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        if status in (401, 403):
-            raise PushError(f"not allowed to write to '{repo_id}' (HTTP {status}): log in with `hf auth login` or "
-                            f"set HF_TOKEN to a token with write access") from None
-        raise PushError(f"push to '{repo_id}' failed: {str(e).splitlines()[0]}") from None
-    except OSError as e:
-        raise PushError(f"cannot reach the Hub at {constants.ENDPOINT} ({type(e).__name__}): check your network "
-                        f"and try again") from None
-    return {"repo_id": repo_id, "commit": info.oid, "url": info.commit_url, "pr_url": info.pr_url,
-            "files": files}
+    return upload_folder(folder, repo_id, repo_type="model", files=[f for f in HUB_FILES if (folder / f).is_file()],
+                         private=private, revision=revision, create_pr=create_pr, token=token,
+                         commit_message=commit_message)
 
 
-__all__ = ["push", "CARD_NAME"]
+__all__ = ["UploadResult", "upload_folder", "push"]
