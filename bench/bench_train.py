@@ -20,7 +20,7 @@ def bench(arch: str, precision: str, *, batch: int, steps: int, warmup: int, dev
     import timm
 
     import hfsoup  # noqa: F401
-    from hfsoup.zoo.train import augment_batch
+    from hfsoup.zoo.augment import augment_batch
 
     torch.manual_seed(0)
     model = timm.create_model(arch, num_classes=100).to(device)

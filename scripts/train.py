@@ -2,7 +2,7 @@
 
 import sys
 
-from hfsoup.zoo.train import main
+from hfsoup.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

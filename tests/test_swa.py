@@ -39,14 +39,12 @@ def swa_config(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trunk2(swa_config, tmp_path_factory):
-    from hfsoup.zoo.train import train_trunk
     from hfsoup.zoo.config import load_config
+    from hfsoup.zoo.loops import train_trunk
 
     out = tmp_path_factory.mktemp("runs") / "zoo"
     train_trunk(load_config(swa_config), out, until_epoch=2, cpu=True, progress=False)
     return out
-
-
 
 
 def _zoo_with_trunk_state(trunk: Path, z: Path, epoch: int = 2) -> Path:
@@ -73,9 +71,9 @@ def test_config_swa_section_defaults(tmp_path):
 def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
     from torch.optim.swa_utils import update_bn
 
-    from hfsoup.zoo.swa import bn_batches, bn_seed, train_swa
-    from hfsoup.zoo.train import Trainer, state_hash
     from hfsoup.zoo.config import load_config
+    from hfsoup.zoo.swa import bn_batches, bn_seed, train_swa
+    from hfsoup.zoo.trainer import Trainer, state_hash
 
     cfg = load_config(swa_config)
     out = trunk2
@@ -93,7 +91,8 @@ def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
     assert meta["parent"] == "trunk/e002" and meta["epochs_averaged"] == 2 == meta["swa_epochs"]
     assert meta["swa_lr"] == pytest.approx(0.05) and meta["seed"] == 42 and meta["data_seed"] == 42
     assert meta["parent_test_accuracy"] == _meta(out / "trunk" / "e002")["test_accuracy"]
-    assert meta["test_accuracy"] == res["test"]["accuracy"] and meta["val_loss"] == res["val"]["loss"]
+    assert meta["test_accuracy"] == res.test["accuracy"] and meta["val_loss"] == res.val["loss"]
+    assert res.kind == "swa" and res.name == "swa-e002" and res.epoch == 4 and res.epochs_averaged == 2
     assert json.loads((folder / "config.json").read_text())["num_classes"] == 10
     # schedule: the first SWA epoch runs at the trunk's lr of epoch 3, annealed to swa_lr after anneal_epochs=1
     trunk_lr = torch.load(out / "state" / "trunk" / "e002" / "state.pt", weights_only=False)["optimizer"][
@@ -124,7 +123,7 @@ def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
     net.load_state_dict(w)
     update_bn(bn_batches(t, bn_seed(cfg, 2), augment=True), net)
     assert all(torch.equal(net.state_dict()[k], w[k]) for k in stats)
-    assert state_hash(w) == res["state_sha256"]
+    assert state_hash(w) == res.state_sha256
     # the exported scores are hfsoup's evaluation of the folder
     from hfsoup.data.images import load_image_data
     from hfsoup.eval.metrics import evaluate_model
@@ -136,9 +135,9 @@ def test_swa_export_average_and_bn(trunk2, swa_config, tmp_path):
 
 
 def test_swa_resume_after_kill_is_bit_identical(trunk2, swa_config, tmp_path):
-    from hfsoup.zoo.swa import train_swa
-    from hfsoup.zoo.train import main
+    from hfsoup.cli.train import main
     from hfsoup.zoo.config import load_config
+    from hfsoup.zoo.swa import train_swa
 
     cfg = load_config(swa_config)
     a, b = (_zoo_with_trunk_state(trunk2, tmp_path / n) for n in ("a", "b"))
@@ -158,16 +157,18 @@ def test_swa_resume_after_kill_is_bit_identical(trunk2, swa_config, tmp_path):
 
 
 def test_swa_refuses_missing_trunk_state_and_changed_settings(swa_config, trunk2, tmp_path, capsys):
+    from hfsoup.cli.train import main
     from hfsoup.errors import HfSoupError
-    from hfsoup.zoo.swa import train_swa
-    from hfsoup.zoo.train import main
     from hfsoup.zoo.config import load_config
+    from hfsoup.zoo.swa import train_swa
 
     assert main(["swa", "--config", str(swa_config), "--out", str(tmp_path / "empty"), "--cpu", "-q"]) == 2
-    assert "no trunk state for epoch 2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("hfsoup: error: no trunk state for epoch 2") and err.count("\n") == 1
     cfg = load_config(swa_config)
     z = _zoo_with_trunk_state(trunk2, tmp_path / "z")
-    assert train_swa(cfg, z, 2, cpu=True, progress=False, stop_after_epoch=3) == {"stopped": 3}
+    killed = train_swa(cfg, z, 2, cpu=True, progress=False, stop_after_epoch=3)
+    assert killed.stopped and killed.epoch == 3
     cfg.swa.lr = 0.01
     with pytest.raises(HfSoupError, match="other SWA settings"):
         train_swa(cfg, z, 2, cpu=True, progress=False)
@@ -185,7 +186,7 @@ def test_swa_two_cpu_processes_make_one_run(trunk2, swa_config, tmp_path):
     reports = [json.loads((tmp_path / f"report.rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["num_processes"] for r in reports] == [2, 2]
     assert reports[0]["state_sha256"] == reports[1]["state_sha256"]
-    from hfsoup.zoo.train import state_hash
+    from hfsoup.zoo.trainer import state_hash
 
     assert state_hash(_weights(out / "swa" / "e002")) == reports[0]["state_sha256"]
     assert _meta(out / "swa" / "e002")["num_processes"] == 2

@@ -52,9 +52,9 @@ NAMES = ["my-org/resnet50-cifar100-trunk-e050", "my-org/resnet50-cifar100-b050-v
 
 
 def _push(root, **kw):
-    from hfsoup.zoo.hub import push_zoo
+    from hfsoup.zoo.publish import push_zoo
 
-    return push_zoo(root, "my-org", progress=False, backoff=0.01, **kw)
+    return push_zoo(root, "my-org", progress=False, backoff=0.01, **kw).to_dict()
 
 
 @pytest.fixture
@@ -149,16 +149,18 @@ def test_cli_push_subprocess_and_list(hub, built_zoo, run_cli):
 
 def test_list_table_and_local_sources(published, capsys):
     from hfsoup.cli import main
-    from hfsoup.zoo.hub import list_zoo
+    from hfsoup.zoo.manifest import list_zoo
 
     root, doc = published
     assert main(["zoo", "list", "my-org/hfsoup-zoo"]) == 0
     out = capsys.readouterr().out
     assert "resnet50-cifar100-b050-v2" in out and "0.7073" in out
-    assert [r["repo_id"] for r in list_zoo(root / "zoo.json", variants="2")] == [NAMES[2], NAMES[4]]
+    assert [r.repo_id for r in list_zoo(root / "zoo.json", variants="2").models] == [NAMES[2], NAMES[4]]
     (root / "zoo.json").unlink()
-    local = list_zoo(root)  # an unpublished zoo folder
-    assert len(local) == 5 and local[0]["commit"] is None
+    local = list_zoo(root).models  # an unpublished zoo folder
+    assert [r.repo_id.split("/")[1] for r in local] == [n.split("/")[1] for n in NAMES]
+    assert all(r.commit is None for r in local)
+    assert (local[1].lr_scale, local[1].momentum_scale, local[1].weight_decay_scale) == SCALES[1]
 
 
 def test_pull_pinned_filtered_verified(published, hub, tmp_path, capsys):
@@ -181,24 +183,25 @@ def test_pull_pinned_filtered_verified(published, hub, tmp_path, capsys):
 
 
 def test_pull_resumes(published, hub, tmp_path):
-    from hfsoup.zoo.hub import pull_zoo
+    from hfsoup.zoo.pull import pull_zoo
 
     out = tmp_path / "pulled"
     first = pull_zoo("my-org/hfsoup-zoo", out, workers=2, progress=False)
-    assert [m["status"] for m in first["models"]] == ["downloaded"] * 5
+    assert [m.status for m in first.models] == ["downloaded"] * 5
+    assert [m.repo_id for m in first.models] == NAMES
     # simulate an interrupted pull: one folder gone, one truncated
     shutil.rmtree(out / "resnet50-cifar100-b050-v1")
     (out / "resnet50-cifar100-b060-v2" / "model.safetensors").write_bytes(b"partial")
     n = hub.count("GET", "/resolve/")
     again = pull_zoo("my-org/hfsoup-zoo", out, workers=2, progress=False)
-    status = {m["repo_id"]: m["status"] for m in again["models"]}
+    status = {m.repo_id: m.status for m in again.models}
     assert status[NAMES[1]] == status[NAMES[4]] == "downloaded"
     assert [status[n_] for n_ in (NAMES[0], NAMES[2], NAMES[3])] == ["verified"] * 3
     assert hub.count("GET", "/resolve/") - n <= 2 * 3 + 1  # only the two broken folders (+ the manifest)
 
 
 def test_pull_checksum_mismatch(published, hub, tmp_path):
-    from hfsoup.zoo.hub import ChecksumError, pull_zoo
+    from hfsoup.zoo.pull import ChecksumError, pull_zoo
 
     root, _ = published
     manifest = json.loads((root / "zoo.json").read_text())
@@ -231,3 +234,80 @@ def test_one_line_errors(hub, built_zoo, tmp_path, capsys):
     assert "no model" in err("zoo", "pull", "my-org/hfsoup-zoo", "--out", tmp_path / "o", "--epochs", "999")
     assert "hfsoup-zoo" in err("zoo", "list", "my-org/resnet50-cifar100-b050-v1")  # no zoo.json there
     assert "does not exist" in err("zoo", "push", tmp_path / "nope", "--org", "my-org")
+
+
+LIGHT_PROBE = """
+import contextlib, io, json, sys
+from hfsoup.cli import main
+buf = io.StringIO()
+with contextlib.redirect_stdout(buf):
+    rc = main(ARGV)
+heavy = sorted(m for m in ("torch", "timm", "torchvision", "datasets") if m in sys.modules)
+print(json.dumps({"rc": rc, "out": buf.getvalue(), "heavy": heavy}))
+"""
+
+
+def _light_run(argv, env=None):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(env or os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, "-c", LIGHT_PROBE.replace("ARGV", repr([str(a) for a in argv]))],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_list_and_dry_run_import_no_torch(published, built_zoo_template):
+    """`zoo list` (of a manifest file and of a zoo folder) and `zoo push --dry-run` run without torch."""
+    root, doc = published
+    res = _light_run(["zoo", "list", root / "zoo.json", "--json", "--variants", "2"])
+    assert res["rc"] == 0 and res["heavy"] == []
+    rows = json.loads(res["out"])["models"]
+    assert [r["repo_id"] for r in rows] == [NAMES[2], NAMES[4]]
+    assert rows[0]["commit"] == doc["models"][2]["commit"] and rows[0]["lr_scale"] == 1.2244
+
+    res = _light_run(["zoo", "list", built_zoo_template, "--json"])  # an unpublished folder: read from the files
+    assert res["rc"] == 0 and res["heavy"] == []
+    rows = json.loads(res["out"])["models"]
+    assert [r["repo_id"] for r in rows] == [n.replace("my-org", "local") for n in NAMES]
+    assert rows[0]["kind"] == "trunk" and rows[0]["epoch"] == 50 and rows[0]["test_accuracy"] == 0.49
+
+    res = _light_run(["zoo", "push", built_zoo_template, "--org", "my-org", "--dry-run", "--json"])
+    assert res["rc"] == 0 and res["heavy"] == []
+    plan = json.loads(res["out"])
+    assert plan["dry_run"] is True and plan["manifest_repo"] == "my-org/hfsoup-zoo" and plan["collection"] is None
+    assert [m["repo_id"] for m in plan["models"]] == NAMES and {m["status"] for m in plan["models"]} == {"push"}
+    assert "manifest_commit" not in plan
+    assert not (built_zoo_template / ".push-state.json").exists()
+
+
+def test_typed_results_match_the_json(published, tmp_path):
+    from hfsoup.zoo.manifest import ZooEntry, list_zoo
+    from hfsoup.zoo.publish import PushedModel, plan_push
+    from hfsoup.zoo.pull import PulledModel, pull_zoo
+
+    root, doc = published
+    plan = plan_push(root, "my-org")
+    assert all(isinstance(m, PushedModel) and m.status == "done" for m in plan)
+    assert [m.to_dict() for m in plan] == [dict(m, status="done") for m in doc["models"]]
+    listing = list_zoo(root / "zoo.json", epochs="60")
+    assert all(isinstance(r, ZooEntry) for r in listing.models)
+    assert listing.to_dict()["models"][0] == {
+        "repo_id": NAMES[3], "commit": doc["models"][3]["commit"], "kind": "branch", "epoch": 60, "variant": 1,
+        "lr_scale": 0.7073, "momentum_scale": 1.1009, "weight_decay_scale": 0.8284, "val_accuracy": pytest.approx(0.53),
+        "val_loss": pytest.approx(1.7), "test_accuracy": pytest.approx(0.52), "test_loss": pytest.approx(1.8)}
+    pulled = pull_zoo(root / "zoo.json", tmp_path / "p", kind="trunk", progress=False)
+    assert pulled.models == [PulledModel(NAMES[0], doc["models"][0]["commit"],
+                                         str(tmp_path / "p" / NAMES[0].split("/")[1]), "downloaded")]
+    assert pulled.to_dict()["manifest"] == str(tmp_path / "p" / "zoo.json")
+
+
+def test_zoo_init_help_has_examples(capsys):
+    from hfsoup.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["zoo", "init", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "hfsoup zoo init zoo.yaml" in out

@@ -1,1 +1,3 @@
-"""The zoo: config, folder layout, Accelerate training of the trunk, branches and SWA, build, publish and pull."""
+"""The zoo: config (``config``), folder layout (``layout``), augmentation (``augment``), the Accelerate trainer
+(``trainer``), the trunk/branch loops (``loops``) and the SWA baseline (``swa``), building every missing step
+(``build``), and publishing (``publish``), manifests (``manifest``) and pulling (``pull``)."""

@@ -266,9 +266,9 @@ def init_config(path: str | Path, *, force: bool = False) -> Path:
     """Write the default config (with comments) to ``path``; refuses to overwrite without ``force``."""
     from hfsoup.errors import OutputExistsError
 
+    from hfsoup.core.files import atomic_write_text
+
     path = Path(path)
     if path.exists() and not force:
-        raise OutputExistsError(f"'{path}' already exists: pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(DEFAULT_YAML, encoding="utf-8")
-    return path
+        raise OutputExistsError(f"'{path}' already exists: pass --force to overwrite it", path=path)
+    return atomic_write_text(path, DEFAULT_YAML)

@@ -25,27 +25,18 @@ writes); every rank recomputes the BN statistics over the whole of train-main an
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from hfsoup.errors import HfSoupError
-from hfsoup.zoo.train import (Trainer, _bar, _base_meta, augment_batch, epoch_plan, is_exported, state_hash, trunk_dir,
-                    require_trunk_state, write_config_copy)
-from hfsoup.zoo.config import ZooConfig
-
-
-def swa_name(epoch: int) -> str:
-    return f"e{epoch:03d}"
-
-
-def swa_dir(out: Path, epoch: int) -> Path:
-    return Path(out) / "swa" / swa_name(epoch)
-
-
-def swa_state_path(out: Path, epoch: int) -> Path:
-    return Path(out) / "state" / "swa" / swa_name(epoch) / "state.pt"
+from hfsoup.zoo.augment import epoch_plan, plan_batch
+from hfsoup.zoo.config import ConfigError, ZooConfig
+from hfsoup.zoo.layout import (SCORE_KEYS, WEIGHTS_NAME, is_exported, read_model_metadata, require_trunk_state,
+                               swa_dir, swa_name, swa_state_path, trunk_dir, trunk_name)
+from hfsoup.zoo.trainer import RunResult, Trainer, base_metadata, epoch_bar, state_hash, write_config_copy
 
 
 def bn_seed(cfg: ZooConfig, start_epoch: int) -> int:
@@ -58,13 +49,11 @@ def bn_batches(t: Trainer, seed: int, augment: bool = True):
     shuffled and augmented by ``epoch_plan(seed)``, or in dataset order without augmentation."""
     n, B = len(t.data.train), t.cfg.train.batch_size
     plan = epoch_plan(n, seed, t.cfg) if augment else None
-    order = plan["perm"] if augment else torch.arange(n)
+    order = plan.perm if augment else torch.arange(n)
     for start in range(0, n, B):
         idx = order[start:start + B]
-        x = t.train_x[idx.to(t.device)]
-        if augment:
-            x = augment_batch(x, plan["offsets"][idx].to(t.device), plan["flips"][idx].to(t.device), plan["pad"])
-        yield t._normalize(x)
+        x = plan_batch(plan, t.train_x, idx, t.device) if augment else t.train_x[idx.to(t.device)]
+        yield t.normalize(x)
 
 
 def _settings(cfg: ZooConfig, start: int) -> dict:
@@ -78,20 +67,15 @@ def _parent_scores(folder: Path) -> dict:
     if not is_exported(folder):
         return {}
     try:
-        from safetensors import safe_open
-
-        from hfsoup.hub.format import decode_metadata
-
-        with safe_open(str(folder / "model.safetensors"), "pt") as f:
-            m = decode_metadata(f.metadata())
-        return {f"parent_{k}": m[k] for k in ("val_accuracy", "val_loss", "test_accuracy", "test_loss") if k in m}
-    except Exception:  # scores of the parent are informative only
+        m = read_model_metadata(folder / WEIGHTS_NAME)
+    except HfSoupError:  # scores of the parent are informative only
         return {}
+    return {f"parent_{k}": m[k] for k in SCORE_KEYS if k in m}
 
 
 def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu: bool | None = None,
               progress: bool = True, stop_after_epoch: int | None = None, trainer: Trainer | None = None,
-              callback=None) -> dict:
+              callback=None) -> RunResult:
     """SWA from the trunk state of ``epoch`` (default ``swa.start_epoch``); export to ``out/swa/eNNN``.
 
     ``stop_after_epoch`` (absolute epoch) stops as a crash would; a rerun resumes. ``callback(epoch, model)`` is
@@ -104,7 +88,7 @@ def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu:
     start = int(epoch if epoch is not None else w.start_epoch)
     src = require_trunk_state(out, start)
     t = trainer or Trainer(cfg, out, cpu=cpu, progress=progress)
-    write_config_copy(cfg, out, is_main=t.acc.is_main_process)
+    write_config_copy(cfg, out, is_main=t.is_main)
     name = f"swa-{swa_name(start)}"
     state_path = swa_state_path(out, start)
     settings = _settings(cfg, start)
@@ -115,8 +99,8 @@ def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu:
         swa_sched = SWALR(opt, swa_lr=0.0, anneal_epochs=w.anneal_epochs, anneal_strategy=w.anneal_strategy)
         st = t.load_state(state_path, model, opt, swa_sched)
         if st.get("swa") != settings:
-            raise HfSoupError(f"'{state_path}' was written with other SWA settings ({st.get('swa')}): "
-                              f"remove it or restore the config")
+            raise ConfigError(f"'{state_path}' was written with other SWA settings ({st.get('swa')}): "
+                              f"remove it or restore the config", path=state_path)
         done, history, lr_start = st["epoch"], st["history"], st["lr_at_start"]
         swa_model = AveragedModel(model)
         swa_model.load_state_dict(st["swa_model"])
@@ -131,9 +115,9 @@ def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu:
     swa_lr = opt.param_groups[0]["swa_lr"]
     t.swa_scheduler = swa_sched  # for tests
     model, opt = t.prepare(model, opt)
-    net = t.acc.unwrap_model(model)
+    net = t.unwrap(model)
     data_seed = cfg.train.seed
-    bar = _bar(range(done + 1, end + 1), t.progress, name, initial=done - start, total=w.epochs)
+    bar = epoch_bar(range(done + 1, end + 1), t.progress, name, initial=done - start, total=w.epochs)
     for e in bar:
         t0 = time.time()
         row = t.train_epoch(model, opt, data_seed + e)
@@ -152,31 +136,24 @@ def train_swa(cfg: ZooConfig, out: str | Path, epoch: int | None = None, *, cpu:
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", lr=f"{lr_used:.4f}")
         if stop_after_epoch is not None and e >= stop_after_epoch and e < end:
             t.print(f"{name}: stopping after epoch {e} (--stop-after-epoch)")
-            return {"stopped": e}
+            return t.result("swa", name, e, stopped=True)
     avg = swa_model.module
     seed = bn_seed(cfg, start)
     update_bn(bn_batches(t, seed, augment=w.bn_augment), avg)
-    if t.acc.num_processes > 1:  # identical BN statistics on every rank
-        import torch.distributed as dist
-
-        for buf in avg.buffers():
-            dist.broadcast(buf.data, src=0)
+    t.broadcast_buffers(avg)  # identical BN statistics on every rank
     results = {"val": t.evaluate(avg, t.data.val), "test": t.evaluate(avg, t.data.test)}
-    meta = dict(_base_meta(cfg), kind="swa", swa_start_epoch=start, epoch=end, swa_lr=swa_lr,
+    meta = dict(base_metadata(cfg), kind="swa", swa_start_epoch=start, epoch=end, swa_lr=swa_lr,
                 swa_anneal_epochs=w.anneal_epochs, swa_anneal_strategy=w.anneal_strategy, swa_epochs=w.epochs,
                 epochs_averaged=int(swa_model.n_averaged), lr_at_start=lr_start, data_seed=data_seed,
                 bn_update=f"update_bn on {cfg.data.train_split}" + (" (augmented)" if w.bn_augment else ""),
-                **({"bn_seed": seed} if w.bn_augment else {}), parent=f"trunk/e{start:03d}",
+                **({"bn_seed": seed} if w.bn_augment else {}), parent=f"trunk/{trunk_name(start)}",
                 **_parent_scores(trunk_dir(out, start)))
     t.export(avg, swa_dir(out, start), meta, results,
              description=f"SWA baseline of the hfsoup zoo: {w.epochs} epochs of SGD from trunk epoch {start} "
                          f"(SWALR to lr {swa_lr:g}), weights averaged once per epoch, BN statistics recomputed.")
     h = state_hash(avg)
-    if t.acc.is_main_process and state_path.exists():
-        import shutil
-
+    if t.is_main and state_path.exists():
         shutil.rmtree(state_path.parent, ignore_errors=True)
     t.acc.wait_for_everyone()
-    return {"swa": f"swa/{swa_name(start)}", "epochs_averaged": int(swa_model.n_averaged), "val": results["val"],
-            "test": results["test"], "state_sha256": h, "rank": t.acc.process_index,
-            "num_processes": t.acc.num_processes}
+    return t.result("swa", name, end, state_sha256=h, val=results["val"], test=results["test"],
+                    epochs_averaged=int(swa_model.n_averaged))
