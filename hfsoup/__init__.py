@@ -25,7 +25,7 @@ _EXPORTS: dict[str, str] = {
     **{name: "hfsoup.errors" for name in (
         "HfSoupError", "ModelReferenceError", "OfflineError", "UnsafeCheckpointError", "CorruptFileError",
         "IncompatibleModelsError", "InvalidWeightsError", "NonFiniteError", "DatasetError", "OutputExistsError",
-        "PushError")},
+        "PushError", "InvalidParameterError", "from_client_error")},
     # core
     "ModelRef": "hfsoup.core.references", "parse_reference": "hfsoup.core.references",
     "resolve": "hfsoup.core.references",
@@ -50,11 +50,12 @@ _EXPORTS: dict[str, str] = {
     "parse_alphas": "hfsoup.recipes.mix",
     "greedy_soup": "hfsoup.recipes.greedy", "radin_soup": "hfsoup.recipes.radin",
     "learned_soup": "hfsoup.recipes.learned", "ensemble_evaluate": "hfsoup.recipes.ensemble",
-    "recalibrate_bn": "hfsoup.recipes.bn",
+    "recalibrate_bn": "hfsoup.recipes.bn", "EnsembleResult": "hfsoup.recipes.ensemble",
     "Recipe": "hfsoup.recipes.registry", "get_recipe": "hfsoup.recipes.registry",
     "list_recipes": "hfsoup.recipes.registry",
     # hub
     "write_model_folder": "hfsoup.hub.format", "save_soup": "hfsoup.hub.format", "push": "hfsoup.hub.upload",
+    "upload_folder": "hfsoup.hub.upload", "UploadResult": "hfsoup.hub.upload",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -116,16 +117,16 @@ if TYPE_CHECKING:  # static analysis and IDEs see the real names
     from hfsoup.core.soup import Soup
     from hfsoup.data.images import ImageData, heldout_indices, load_image_data
     from hfsoup.errors import (CorruptFileError, DatasetError, HfSoupError, IncompatibleModelsError,
-                               InvalidWeightsError, ModelReferenceError, NonFiniteError, OfflineError,
-                               OutputExistsError, PushError, UnsafeCheckpointError)
+                               InvalidParameterError, InvalidWeightsError, ModelReferenceError, NonFiniteError,
+                               OfflineError, OutputExistsError, PushError, UnsafeCheckpointError, from_client_error)
     from hfsoup.eval.corrupted import evaluate_corrupted
     from hfsoup.eval.metrics import (EvalResult, evaluate, evaluate_model, metrics_from_logits, predict_logits,
                                      soup_gain)
     from hfsoup.eval.soup import SplitResult, evaluate_soup
     from hfsoup.hub.format import save_soup, write_model_folder
-    from hfsoup.hub.upload import push
+    from hfsoup.hub.upload import UploadResult, push, upload_folder
     from hfsoup.recipes.bn import recalibrate_bn
-    from hfsoup.recipes.ensemble import ensemble_evaluate
+    from hfsoup.recipes.ensemble import EnsembleResult, ensemble_evaluate
     from hfsoup.recipes.greedy import greedy_soup
     from hfsoup.recipes.learned import learned_soup
     from hfsoup.recipes.mix import mix, parse_alphas, uniform_soup, weighted_soup

@@ -129,9 +129,9 @@ def test_peak_memory_does_not_hold_every_ingredient(model_dirs, monkeypatch):
     """The engine reads one tensor at a time: at most one tensor per ingredient is alive per key."""
     ings = hfsoup.load_ingredients([str(d) for d in model_dirs])
     live, peak = [0], [0]
-    from hfsoup.core import ingredients as mod
+    from hfsoup.core.safetensors_io import SafetensorsReader
 
-    orig = mod._SafeReader.get_tensor
+    orig = SafetensorsReader.get_tensor
 
     class Tracked(torch.Tensor):
         pass
@@ -145,7 +145,7 @@ def test_peak_memory_does_not_hold_every_ingredient(model_dirs, monkeypatch):
         weakref.finalize(t, lambda: live.__setitem__(0, live[0] - 1))
         return t
 
-    monkeypatch.setattr(mod._SafeReader, "get_tensor", tracking)
+    monkeypatch.setattr(SafetensorsReader, "get_tensor", tracking)
     hfsoup.average(ings)
     assert peak[0] <= 2  # the tensor being added and, at most, the previous one awaiting collection
 

@@ -185,3 +185,13 @@ def test_import_hfsoup_is_lazy_and_timm_still_sees_the_cifar_models():
     assert proc.stdout.split()[:3] == ["CifarResNet", "(3,", "3)"]
     for name in ("mix", "uniform", "greedy", "radin", "learned", "ensemble"):
         assert f"'{name}'" in proc.stdout
+
+
+def test_every_public_name_resolves_from_its_module():
+    import importlib
+
+    import hfsoup
+
+    for name, module in hfsoup._EXPORTS.items():
+        assert getattr(hfsoup, name) is getattr(importlib.import_module(module), name), name
+    assert sorted(set(hfsoup.__all__) - {"__version__"}) == sorted(hfsoup._EXPORTS)

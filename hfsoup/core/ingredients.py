@@ -127,9 +127,6 @@ class Ingredient:
         return self._pickle_state
 
 
-#: The old private name of :class:`~hfsoup.core.safetensors_io.SafetensorsReader`, still patched by
-#: tests/test_averaging.py; remove once that test patches ``SafetensorsReader``.
-_SafeReader = SafetensorsReader
 
 
 class _DictReader:

@@ -140,7 +140,7 @@ def push_zoo(root: str | Path, org: str, *, prefix: str = DEFAULT_PREFIX, privat
         return PushResult(dry_run=True, models=plan, manifest_repo=manifest_repo)
     from huggingface_hub import HfApi
 
-    from hfsoup.hub.upload import upload_folder  # the Hub format module imports torch: only for a real push
+    from hfsoup.hub.upload import upload_folder
 
     say = log or (lambda s: None)
     api = HfApi(token=token)
