@@ -34,7 +34,9 @@ def main() -> None:
     import timm
 
     import hfsoup
-    from hfsoup.data.cifar100c import CORRUPTIONS, convert_release, iter_corrupted
+    from hfsoup.data.cifar100c import CORRUPTIONS, iter_corrupted
+    from hfsoup.data.cifar100c_release import convert_release
+    from hfsoup.eval.metrics import default_device
 
     torch.set_num_threads(os.cpu_count() or 1)
     names = list(CORRUPTIONS[:args.corruptions])
@@ -59,7 +61,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
             print(f"{label}: {total} images in {dt:.2f} s ({total / dt:,.0f} img/s load + decode)")
         per_img_data = dt / total
-        print(f"device: {args.device or hfsoup.eval.metrics.default_device()}, threads: {torch.get_num_threads()}")
+        print(f"device: {args.device or default_device()}, threads: {torch.get_num_threads()}")
         for arch in args.archs.split(","):
             model = timm.create_model(arch, num_classes=100).eval()
             t0 = time.perf_counter()

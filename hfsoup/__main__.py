@@ -1,5 +1,8 @@
+"""``python -m hfsoup``: the ``hfsoup`` command line."""
+
 import sys
 
 from hfsoup.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,7 +8,7 @@ trunk checkpoints at branch epochs and every branch into the package, weights st
 
 import sys
 
-from hfsoup.study.demo import rebuild_main
+from hfsoup.cli.demo import rebuild_main
 
 if __name__ == "__main__":
     sys.exit(rebuild_main(sys.argv[1:]))

@@ -22,9 +22,13 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _norm_stats(model) -> tuple:
+def norm_stats(model) -> tuple:
+    """The (mean, std) a model's inputs are normalised with: its ``pretrained_cfg``, else CIFAR-100's."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return tuple(cfg.get("mean", (0.5071, 0.4867, 0.4408))), tuple(cfg.get("std", (0.2675, 0.2565, 0.2761)))
+
+
+_norm_stats = norm_stats  # the old private name (tests/test_learned.py), until it moves to the public one
 
 
 @torch.inference_mode()
@@ -41,7 +45,7 @@ def predict_logits(model: torch.nn.Module, data: ImageData, *, batch_size: int =
     channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    x_all = data.normalized(*_norm_stats(model))
+    x_all = data.normalized(*norm_stats(model))
     outs = []
     for start in tqdm(range(0, len(data), batch_size), desc=desc, unit="batch", disable=not progress,
                       leave=False):

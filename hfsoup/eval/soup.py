@@ -28,3 +28,20 @@ def evaluate_soup(soup: Soup, data: ImageData, *, ingredient_results: Mapping[st
                               soup.used_references)
     soup.results[key or data.split] = entry
     return entry
+
+
+def soup_parents(ingredient, by_sha: Mapping[str, str]) -> list[str]:
+    """If ``ingredient`` is a soup folder whose ingredients (those with a positive weight) are all among the
+    models ``by_sha`` (``{sha256: reference}``), their references; else ``[]``. ``hfsoup eval`` reports the soup
+    gain of such a soup against them."""
+    import json
+
+    manifest = ingredient.resolved.folder / "soup.json"
+    if not manifest.is_file():
+        return []
+    try:
+        entries = [e for e in json.loads(manifest.read_text()).get("ingredients", []) if e.get("weight", 1) > 0]
+    except (ValueError, AttributeError):
+        return []
+    refs = [by_sha.get(e.get("sha256")) for e in entries]
+    return refs if refs and all(refs) else []

@@ -10,12 +10,13 @@ the uniform soup (and greedy / RADIN when available) and writes a table, a figur
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
 from importlib import resources
 from pathlib import Path
+
+from hfsoup.core.files import atomic_folder, check_output
 
 MINI_ZOO_YAML = """\
 # The embedded mini-zoo: the paper's recipe shrunk to scikit-learn's digits and a 84k-parameter ResNet.
@@ -41,6 +42,7 @@ branches:
 
 
 def asset_dir() -> Path:
+    """The embedded mini-zoo (``hfsoup/assets/mini_zoo``)."""
     return Path(str(resources.files("hfsoup").joinpath("assets", "mini_zoo")))
 
 
@@ -50,30 +52,27 @@ def package_zoo(work: Path, dest: Path, cfg) -> dict:
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from hfsoup.zoo.train import branch_dir, trunk_dir
+    from hfsoup.zoo.layout import branch_dir, trunk_dir
 
-    tmp = dest.parent / f".{dest.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "zoo.yaml").write_text(MINI_ZOO_YAML, encoding="utf-8")
     folders = [(trunk_dir(work, e), Path("trunk") / f"e{e:03d}") for e in cfg.branches.epochs]
     folders += [(branch_dir(work, e, k), Path("branches") / branch_dir(work, e, k).name)
                 for e in cfg.branches.epochs for k in sorted(cfg.branches.variants)]
-    for src, rel in folders:
-        dst = tmp / rel
-        dst.mkdir(parents=True)
-        with safe_open(str(src / "model.safetensors"), "pt") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: (t.half() if t.is_floating_point() else t) for k in f.keys() for t in [f.get_tensor(k)]}
-        meta["stored_dtype"] = "float16"
-        save_file(tensors, str(dst / "model.safetensors"), metadata=meta)
-        for name in ("config.json", "README.md"):
-            shutil.copy2(src / name, dst / name)
-    logs = {p.stem: [json.loads(line) for line in p.read_text().splitlines()] for p in (work / "logs").glob("*.jsonl")}
-    (tmp / "training_logs.json").write_text(json.dumps(logs, separators=(",", ":")), encoding="utf-8")
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    with atomic_folder(dest, force=True) as tmp:
+        (tmp / "zoo.yaml").write_text(MINI_ZOO_YAML, encoding="utf-8")
+        for src, rel in folders:
+            dst = tmp / rel
+            dst.mkdir(parents=True)
+            with safe_open(str(src / "model.safetensors"), "pt") as f:
+                meta = dict(f.metadata() or {})
+                tensors = {k: (t.half() if t.is_floating_point() else t) for k in f.keys()
+                           for t in [f.get_tensor(k)]}
+            meta["stored_dtype"] = "float16"
+            save_file(tensors, str(dst / "model.safetensors"), metadata=meta)
+            for name in ("config.json", "README.md"):
+                shutil.copy2(src / name, dst / name)
+        logs = {p.stem: [json.loads(line) for line in p.read_text().splitlines()]
+                for p in (work / "logs").glob("*.jsonl")}
+        (tmp / "training_logs.json").write_text(json.dumps(logs, separators=(",", ":")), encoding="utf-8")
     return {"models": len(folders), "dest": str(dest)}
 
 
@@ -101,18 +100,6 @@ def rebuild(work: str | Path, dest: str | Path | None = None, *, threads: int | 
     return res
 
 
-def rebuild_main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="rebuild the embedded mini-zoo")
-    p.add_argument("--work", default="runs/mini_zoo", help="training folder (default: %(default)s)")
-    p.add_argument("--dest", default=None, help="package folder (default: hfsoup/assets/mini_zoo)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="keep an existing --work folder and resume it")
-    args = p.parse_args(argv)
-    res = rebuild(args.work, args.dest, threads=args.threads, fresh=not args.resume)
-    print(json.dumps(res))
-    return 0
-
-
 # -- the demo ------------------------------------------------------------------------------------------------
 def collapse_threshold(num_classes: int) -> float:
     """A soup has collapsed when its accuracy is below max(5 %, 1.5 x chance)."""
@@ -135,38 +122,66 @@ def load_zoo_members(zoo: Path) -> list[dict]:
     return sorted(members, key=lambda m: (m["branch_epoch"], m["variant"]))
 
 
-def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = False, progress: bool = True,
-             max_pairs: int | None = None, recipes: bool = True, log=print) -> dict:
-    """Evaluate the mini-zoo, soup every pair at α = 0.5, run the recipes; write report.json, figure, table."""
+def select_pairs(members: list[dict], max_pairs: int | None = None) -> list[tuple[int, int]]:
+    """Every pair of members (indices, in order), or at most ``max_pairs`` of them for a quick run: then one pair
+    of each shared-epoch bin in turn, so that every bin is represented."""
     import itertools
 
+    pairs = list(itertools.combinations(range(len(members)), 2))
+    if max_pairs is None or max_pairs >= len(pairs):
+        return pairs
+    by_bin: dict[int, list[tuple[int, int]]] = {}
+    for i, j in pairs:
+        by_bin.setdefault(min(members[i]["branch_epoch"], members[j]["branch_epoch"]), []).append((i, j))
+    spread = [p for turn in itertools.zip_longest(*by_bin.values()) for p in turn if p is not None]
+    return sorted(spread[:max(0, max_pairs)])
+
+
+def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = False, progress: bool = True,
+             max_pairs: int | None = None, recipes: bool = True, log=print) -> dict:
+    """Evaluate the mini-zoo, soup every pair at α = 0.5, run the recipes; write report.json, figure, table.
+
+    Args:
+        out: output folder (must not exist unless ``force``); written atomically.
+        zoo: a zoo folder with ``branches/`` and ``zoo.yaml`` (default: the embedded mini-zoo).
+        max_pairs: a quick run on at most this many pairs (:func:`select_pairs`: spread over the shared-epoch
+            bins); only the models of those pairs are evaluated and given to the recipes. None: every pair.
+        recipes: also compare the uniform, greedy and RADIN soups with the best model.
+        log: where the tables go (``print``).
+    Returns the report (also written to ``out/report.json``).
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
     from hfsoup.data.images import load_image_data
+    from hfsoup.errors import HfSoupError, InvalidParameterError
     from hfsoup.eval.metrics import evaluate_model
-    from hfsoup.hub.format import check_output
-    from hfsoup.recipes.mix import mix, uniform_soup
+    from hfsoup.recipes.mix import mix
     from hfsoup.zoo.config import load_config
 
     t_start = time.time()
+    if max_pairs is not None and max_pairs < 1:
+        raise InvalidParameterError(f"max_pairs must be >= 1 (or None: every pair), got {max_pairs}",
+                                    parameter="max_pairs")
     out = check_output(out, force)
     zoo = Path(zoo) if zoo else asset_dir()
     if not (zoo / "branches").is_dir():
-        from hfsoup.errors import HfSoupError
-
-        raise HfSoupError(f"no zoo at '{zoo}' (expected branches/bNNN-vK folders): run `hfsoup demo --rebuild`")
+        raise HfSoupError(f"no zoo at '{zoo}' (expected branches/bNNN-vK folders): run `hfsoup demo --rebuild`",
+                          path=zoo)
     cfg = load_config(zoo / "zoo.yaml")
     test = load_image_data(cfg.data.dataset, cfg.data.test_split, progress=False)
     val = load_image_data(cfg.data.dataset, cfg.data.val_split, progress=False)
     members = load_zoo_members(zoo)
+    pairs = select_pairs(members, max_pairs)
+    if max_pairs is not None:  # a quick run: only the models of the selected pairs
+        used = sorted({k for pair in pairs for k in pair})
+        index = {old: new for new, old in enumerate(used)}
+        members = [members[k] for k in used]
+        pairs = [(index[i], index[j]) for i, j in pairs]
     ev = dict(progress=False, device="cpu", batch_size=128)
     for m in tqdm(members, desc="evaluating models", disable=not progress, leave=False):
         r = evaluate_model(m["ingredient"].create_model(), test, **ev)
         m["test"] = r.to_dict()
-    pairs = list(itertools.combinations(range(len(members)), 2))
-    if max_pairs:
-        pairs = pairs[:max_pairs]
     thr = collapse_threshold(cfg.data.num_classes)
     rows = []
     for i, j in tqdm(pairs, desc="pairwise soups", disable=not progress, leave=False):
@@ -191,36 +206,9 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
     recipe_rows = [{"recipe": "best ingredient", "models": 1, "test_accuracy": best_member["test"]["accuracy"],
                     "test_loss": best_member["test"]["loss"], "note": best_member["name"]}]
     if recipes:
-        last = max(m["branch_epoch"] for m in members)
-        groups = [("uniform (all)", members), (f"uniform (branch epoch {last})",
-                                               [m for m in members if m["branch_epoch"] == last])]
-        for name, group in groups:
-            s = uniform_soup([m["ingredient"] for m in group])
-            r = evaluate_model(s.create_model(), test, **ev)
-            recipe_rows.append({"recipe": name, "models": len(group), "test_accuracy": r.accuracy,
-                                "test_loss": r.loss, "note": ""})
-        for modname, fname, label, kw in (("hfsoup.recipes.greedy", "greedy_soup", "greedy", {}),
-                                          ("hfsoup.recipes.radin", "radin_soup", "RADIN", {"seed": 0})):
-            try:
-                fn = getattr(__import__(modname, fromlist=[fname]), fname)
-            except (ImportError, AttributeError):
-                continue
-            try:
-                s = fn([m["ingredient"] for m in members], val, progress=False, **kw)
-                r = evaluate_model(s.create_model(), test, **ev)
-                chosen = [m["name"] for m, w in zip(members, s.weights) if w > 0]
-                recipe_rows.append({"recipe": f"{label} (val)", "models": len(chosen), "test_accuracy": r.accuracy,
-                                    "test_loss": r.loss, "note": ", ".join(chosen[:4]) + ("…" if len(chosen) > 4 else "")})
-            except Exception as e:  # noqa: BLE001 - a recipe from another module must not break the demo
-                recipe_rows.append({"recipe": label, "models": 0, "test_accuracy": float("nan"),
-                                    "test_loss": float("nan"), "note": f"failed: {type(e).__name__}: {e}"[:80]})
+        recipe_rows += _recipe_rows(members, test, val, ev)
     for r in recipe_rows:
         r["gain_vs_best"] = r["test_accuracy"] - best_member["test"]["accuracy"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    _plot(rows, bins, tmp / "soup_gain_vs_shared_epochs.png")
     report = {
         "zoo": str(zoo), "dataset": cfg.data.dataset, "split": cfg.data.test_split, "test": test.describe(),
         "collapse_threshold": thr,
@@ -228,12 +216,11 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
                    for m in members],
         "pairs": rows, "bins": bins, "recipes": recipe_rows, "seconds": time.time() - t_start,
     }
-    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
     table = format_tables(report)
-    (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_folder(out, force=force) as tmp:
+        _plot(rows, bins, tmp / "soup_gain_vs_shared_epochs.png")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
     report["seconds"] = time.time() - t_start
     log(table)
     log(f"\nwrote {out}/report.json, {out}/report.txt and {out}/soup_gain_vs_shared_epochs.png "
@@ -241,7 +228,40 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
     return report
 
 
+def _recipe_rows(members: list[dict], test, val, ev: dict) -> list[dict]:
+    """The uniform soups (all models; the last branch epoch) and the greedy and RADIN soups (decided on val),
+    scored on test. A recipe that fails is reported as a row, not raised: the demo still shows the others."""
+    from hfsoup.eval.metrics import evaluate_model
+    from hfsoup.recipes.greedy import greedy_soup
+    from hfsoup.recipes.mix import uniform_soup
+    from hfsoup.recipes.radin import radin_soup
+
+    rows = []
+    last = max(m["branch_epoch"] for m in members)
+    groups = [("uniform (all)", members), (f"uniform (branch epoch {last})",
+                                           [m for m in members if m["branch_epoch"] == last])]
+    for name, group in groups:
+        if len(group) < 2:  # a quick run may hold a single model of the last epoch: no soup to make
+            continue
+        s = uniform_soup([m["ingredient"] for m in group])
+        r = evaluate_model(s.create_model(), test, **ev)
+        rows.append({"recipe": name, "models": len(group), "test_accuracy": r.accuracy, "test_loss": r.loss,
+                     "note": ""})
+    for fn, label, kw in ((greedy_soup, "greedy", {}), (radin_soup, "RADIN", {"seed": 0})):
+        try:
+            s = fn([m["ingredient"] for m in members], val, progress=False, **kw)
+            r = evaluate_model(s.create_model(), test, **ev)
+            chosen = [m["name"] for m, w in zip(members, s.weights) if w > 0]
+            rows.append({"recipe": f"{label} (val)", "models": len(chosen), "test_accuracy": r.accuracy,
+                         "test_loss": r.loss, "note": ", ".join(chosen[:4]) + ("…" if len(chosen) > 4 else "")})
+        except Exception as e:  # noqa: BLE001 - one failed recipe must not hide the demo's other results
+            rows.append({"recipe": label, "models": 0, "test_accuracy": float("nan"), "test_loss": float("nan"),
+                         "note": f"failed: {type(e).__name__}: {e}"[:80]})
+    return rows
+
+
 def format_tables(report: dict) -> str:
+    """The demo's text tables: soup gain by shared epochs, and the recipes against the best model."""
     lines = [f"Mini-zoo: {len(report['models'])} branches of {report['dataset']}; "
              f"{len(report['pairs'])} midpoint soups (alpha = 0.5) on the {report['split']} split",
              "", "Soup gain (accuracy points vs the better ingredient) by shared epochs:",
@@ -284,40 +304,3 @@ def _plot(rows, bins, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-# -- command line ------------------------------------------------------------------------------------------------
-def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo", help="soup the embedded mini-zoo offline: table, figure and JSON report in about a minute",
-        description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="hfsoup-demo", help="output folder (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
-    p.add_argument("--zoo", default=None, help="another zoo folder (default: the embedded mini-zoo)")
-    p.add_argument("--rebuild", action="store_true",
-                   help="retrain the mini-zoo from scratch first (hfsoup zoo build code, ~10 min on 2 cores)")
-    p.add_argument("--work", default="runs/mini_zoo", help="training folder for --rebuild (default: %(default)s)")
-    p.add_argument("--max-pairs", type=int, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for evaluation (default: torch's, all cores); --rebuild always trains "
-                        "with one thread so that the committed mini-zoo is reproduced bit for bit")
-    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(func=_cmd_demo)
-
-
-def _cmd_demo(args):
-    import torch
-
-    from hfsoup.hub.format import check_output
-
-    eval_threads = args.threads or torch.get_num_threads()
-    torch.set_num_threads(eval_threads)
-    check_output(args.out, args.force)
-    zoo = args.zoo
-    if args.rebuild:
-        dest = Path(args.work) / "packaged"
-        rebuild(args.work + "/train", dest, threads=1, progress=not getattr(args, "quiet", False))
-        torch.set_num_threads(eval_threads)
-        zoo = dest
-    report = run_demo(args.out, zoo=zoo, force=args.force, progress=not getattr(args, "quiet", False), max_pairs=args.max_pairs)
-    return None if report else 1
