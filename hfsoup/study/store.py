@@ -29,7 +29,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -313,14 +313,20 @@ def _sort_key(row: dict, order_by: Sequence[str]) -> tuple:
     return tuple((row.get(c) is None, row.get(c) if row.get(c) is not None else 0) for c in order_by)
 
 
+#: Column types :func:`write_table` accepts in ``types``.
+COLUMN_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64(), "string": pa.string()}
+
+
 def write_table(path: Path | str, rows: Sequence[dict], *, order_by: Sequence[str] = (),
-                leading: Sequence[str] = ()) -> Path:
+                leading: Sequence[str] = (), types: Mapping[str, str] | None = None) -> Path:
     """Write dict rows as a parquet file, atomically (temp file in the same folder, fsync, ``os.replace``).
 
     Columns: ``leading`` first (always present, in that order), then the other keys in order of first appearance
     in the (sorted) rows; a missing value is null. Types: bool → bool, int → int64, float or int+float → float64,
     str → string, a column without any non-null value → null type; NaN/inf become null; other mixes raise
-    :class:`HfSoupError`. Rows are stably sorted by ``order_by`` (None last) when given, else written as passed.
+    :class:`HfSoupError`. ``types`` fixes the type of named columns (``bool``, ``int64``, ``float64``,
+    ``string``), so that a column keeps its type when every value is null (an int in a float64 column is
+    stored as a float). Rows are stably sorted by ``order_by`` (None last) when given, else written as passed.
     The same rows in the same order always give the same bytes (zstd, no timestamps in the file).
     """
     path = Path(path)
@@ -328,14 +334,29 @@ def write_table(path: Path | str, rows: Sequence[dict], *, order_by: Sequence[st
     names: dict[str, None] = {}
     for row in clean:
         names.update(dict.fromkeys(row))
-    types = {name: _column_type(name, [row.get(name) for row in clean]) for name in (*leading, *names)}
+    fixed = {}
+    for name, kind in (types or {}).items():
+        if kind not in COLUMN_TYPES:
+            raise ValueError(f"column {name!r}: unknown type {kind!r} (one of {', '.join(COLUMN_TYPES)})")
+        fixed[name] = COLUMN_TYPES[kind]
+    types = {name: fixed.get(name) or _column_type(name, [row.get(name) for row in clean])
+             for name in (*leading, *names)}
     if order_by:
         clean.sort(key=lambda row: _sort_key(row, order_by))
     columns = dict.fromkeys(leading)
     for row in clean:  # first appearance *after* sorting, so the column order does not depend on input order
         for key in row:
             columns.setdefault(key)
-    table = pa.table({c: pa.array([row.get(c) for row in clean], type=types[c]) for c in columns})
+    def column(c: str) -> list:
+        values = [row.get(c) for row in clean]
+        if types[c] == pa.float64():  # ints of a float column (an accuracy of exactly 1) stored as floats
+            values = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in values]
+        return values
+
+    try:
+        table = pa.table({c: pa.array(column(c), type=types[c]) for c in columns})
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        raise HfSoupError(f"cannot store the rows as parquet: {e}") from None
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
