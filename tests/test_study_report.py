@@ -481,3 +481,24 @@ def test_modules_import_neither_torch_nor_matplotlib():
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_cli_study_report_prints_the_headline_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    """The CLI wiring (figures are tested above: drawing them here again would only cost time)."""
+    from hfsoup.cli import main
+    from hfsoup.study import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "write_figures", lambda analysis, folder, svg=True: drawn.append(svg) or {})
+    study = synthetic_study(tmp_path / "study", n_epochs=3, n_variants=3)
+    assert main(["study", "report", str(study), "--n-boot", "20", "--no-svg", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    saved = json.loads((study / "report" / "summary.json").read_text())
+    assert summary["headline"] == saved["headline"] and summary["headline"]
+    assert drawn == [False]  # --no-svg reached the report
+    assert main(["study", "report", str(study), "--n-boot", "20"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
+    assert main(["study", "report", str(study), "--out", str(tmp_path / "r2"), "--n-boot", "0"]) == 2
+    assert "--n-boot" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()

@@ -1,8 +1,8 @@
-"""``hfsoup study``: the pair study of a zoo (``run``, ``status``, ``push``).
+"""``hfsoup study``: the pair study of a zoo (``run``, ``status``, ``report``, ``push``).
 
 ``hfsoup study run`` computes every pairwise soup of a set of models with its similarity into a resumable,
-distributable table (see ``docs/study.md``); ``status`` reads its progress; ``push`` publishes the tables as a Hub
-dataset. Torch-free at import: the library modules are imported inside the command functions.
+distributable table (see ``docs/study.md``); ``status`` reads its progress; ``report`` turns the table into the
+paper's analyses and figures (``docs/study-report.md``); ``push`` publishes the tables as a Hub dataset. Torch-free at import: the library modules are imported inside the command functions.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hfsoup.cli.options import examples, progress_enabled
 from hfsoup.cli.output import console, print_json, table
 from hfsoup.errors import HfSoupError
 
-__all__ = ["register", "main", "cmd_run", "cmd_status", "cmd_push"]
+__all__ = ["register", "main", "cmd_run", "cmd_status", "cmd_report", "cmd_push"]
 
 
 def register(subparsers) -> None:
@@ -30,10 +30,12 @@ def register(subparsers) -> None:
         epilog=examples("""
             hfsoup study run ./zoo --out runs/study
             hfsoup study status runs/study
+            hfsoup study report runs/study
             hfsoup study push runs/study my-org/hfsoup-zoo-pairs"""))
     sub = p.add_subparsers(dest="study_command", metavar="STUDY_COMMAND")
     _add_run_parser(sub)
     _add_status_parser(sub)
+    _add_report_parser(sub)
     _add_push_parser(sub)
     p.set_defaults(func=lambda args: p.print_help())
 
@@ -129,6 +131,31 @@ def _add_status_parser(sub) -> None:
     q.add_argument("--failures", type=int, default=10, help="failed rows to list (default: %(default)s)")
     q.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     q.set_defaults(func=cmd_status)
+
+
+def _add_report_parser(sub) -> None:
+    q = sub.add_parser(
+        "report", help="the paper's analyses of a study table: report.md, report.html, figures, summary.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Analyse the table of `hfsoup study run` as the paper does — the distribution of soup gain, "
+                    "gain vs shared epochs, similarity vs gain (Spearman) and as a predictor of a positive soup "
+                    "(AUROC with a bootstrap interval, against shared epochs alone), transitivity, the MDS landscape, "
+                    "clean vs corrupted gain, soup vs ensemble — beside the paper's figures, and write report.md, "
+                    "a self-contained report.html (no network needed), figures/*.png (and .svg) and summary.json "
+                    "(every number the report prints). An analysis the table cannot support says why.",
+        epilog=examples("""
+            hfsoup study report runs/study
+            hfsoup study report runs/study --out ./study-report --force --no-svg
+            hfsoup study report runs/study --json"""))
+    q.add_argument("study", metavar="STUDY", help="study folder (the --out of `hfsoup study run`)")
+    q.add_argument("--out", default=None, help="report folder (default: STUDY/report)")
+    q.add_argument("--force", action="store_true", help="replace an existing report folder")
+    q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of MDS (default: %(default)s)")
+    q.add_argument("--n-boot", type=int, default=1000,
+                   help="bootstrap resamples of the AUROC intervals (default: %(default)s)")
+    q.add_argument("--no-svg", action="store_true", help="PNG figures only")
+    q.add_argument("--json", action="store_true", help="print the summary (every number) as one JSON document")
+    q.set_defaults(func=cmd_report)
 
 
 def _add_push_parser(sub) -> None:
@@ -231,6 +258,25 @@ def _duration(seconds: float) -> str:
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def cmd_report(args) -> None:
+    """``hfsoup study report``: write the report folder; print the headline findings beside the paper's."""
+    from hfsoup.study.report import write_report
+
+    if args.n_boot < 1:
+        raise HfSoupError(f"--n-boot takes a positive number of resamples, got {args.n_boot}")
+    result = write_report(Path(args.study), args.out, force=args.force, seed=args.seed, n_boot=args.n_boot,
+                          svg=not args.no_svg)
+    if args.json:
+        print_json(result.summary)
+        return
+    table(f"study {args.study}: headline findings", ["finding", "this study", "paper"],
+          [[r["finding"], r["ours"], r["paper"]] for r in result.headline])
+    for name, reason in sorted(result.skipped.items()):
+        console().print(f"skipped {name}: {reason}")
+    console().print(f"report: {result.report_html} ({result.report_md}, {len(result.figures)} figures, "
+                    f"{result.summary_json})")
 
 
 def cmd_push(args) -> None:
