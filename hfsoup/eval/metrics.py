@@ -28,7 +28,6 @@ def norm_stats(model) -> tuple:
     return tuple(cfg.get("mean", (0.5071, 0.4867, 0.4408))), tuple(cfg.get("std", (0.2675, 0.2565, 0.2761)))
 
 
-_norm_stats = norm_stats  # the old private name (tests/test_learned.py), until it moves to the public one
 
 
 @torch.inference_mode()

@@ -356,6 +356,11 @@ class SoupBuilder:
 
 
 # ---------------------------------------------------------------------------------------------------- engine
+def corrupted_mean(corrupted: dict[str, tuple[float, float]], index: int) -> float | None:
+    """Mean over corruptions of the accuracy (``index`` 0) or loss (1); None without corrupted data."""
+    return math.fsum(v[index] for v in corrupted.values()) / len(corrupted) if corrupted else None
+
+
 @dataclass
 class ModelOutputs:
     """One model's outputs, on the device: test logits and features, accuracy and loss, and per corruption
@@ -369,11 +374,11 @@ class ModelOutputs:
 
     @property
     def c_accuracy(self) -> float | None:
-        return None if not self.corrupted else math.fsum(a for a, _ in self.corrupted.values()) / len(self.corrupted)
+        return corrupted_mean(self.corrupted, 0)
 
     @property
     def c_loss(self) -> float | None:
-        return None if not self.corrupted else math.fsum(v for _, v in self.corrupted.values()) / len(self.corrupted)
+        return corrupted_mean(self.corrupted, 1)
 
 
 @dataclass
@@ -404,11 +409,11 @@ class SoupScores:
 
     @property
     def c_accuracy(self) -> float | None:
-        return None if not self.corrupted else math.fsum(a for a, _ in self.corrupted.values()) / len(self.corrupted)
+        return corrupted_mean(self.corrupted, 0)
 
     @property
     def c_loss(self) -> float | None:
-        return None if not self.corrupted else math.fsum(v for _, v in self.corrupted.values()) / len(self.corrupted)
+        return corrupted_mean(self.corrupted, 1)
 
 
 class PairEngine:

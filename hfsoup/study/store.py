@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -35,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hfsoup.core.files import atomic_save
 from hfsoup.errors import HfSoupError
 
 try:  # advisory lock so that two processes never append to the same shard; absent on Windows
@@ -319,7 +319,7 @@ COLUMN_TYPES = {"bool": pa.bool_(), "int64": pa.int64(), "float64": pa.float64()
 
 def write_table(path: Path | str, rows: Sequence[dict], *, order_by: Sequence[str] = (),
                 leading: Sequence[str] = (), types: Mapping[str, str] | None = None) -> Path:
-    """Write dict rows as a parquet file, atomically (temp file in the same folder, fsync, ``os.replace``).
+    """Write dict rows as a parquet file, atomically (:func:`hfsoup.core.files.atomic_save`).
 
     Columns: ``leading`` first (always present, in that order), then the other keys in order of first appearance
     in the (sorted) rows; a missing value is null. Types: bool → bool, int → int64, float or int+float → float64,
@@ -358,24 +358,7 @@ def write_table(path: Path | str, rows: Sequence[dict], *, order_by: Sequence[st
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         raise HfSoupError(f"cannot store the rows as parquet: {e}") from None
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="zstd")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    try:  # make the rename itself durable; best effort (not possible on every platform / filesystem)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    atomic_save(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return path
 
 
