@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +201,18 @@ def test_interrupted_write_leaves_nothing(model_dirs, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         hfsoup.save_soup(soup, out / "soup")
     assert list(out.iterdir()) == []
+
+
+def test_every_entry_point_takes_pathlib_paths(model_dirs):
+    """pathlib.Path arguments used to crash mix/uniform/weighted/load_ingredients (AttributeError)."""
+    a, b, c = (Path(d) for d in model_dirs)
+    as_str = hfsoup.mix(str(a), str(b), 0.25)
+    as_path = hfsoup.mix(a, b, 0.25)
+    assert [i.reference for i in as_path.ingredients] == [str(a), str(b)]
+    for key, value in as_str.state_dict.items():
+        assert torch.equal(value, as_path.state_dict[key]), key
+    uni = hfsoup.uniform_soup([a, b, c])
+    assert torch.equal(uni.state_dict["fc.weight"], hfsoup.uniform_soup([str(a), str(b), str(c)]).state_dict["fc.weight"])
+    w = hfsoup.weighted_soup([a, b], [0.75, 0.25])  # = mix(a, b, alpha=0.25)
+    assert torch.equal(w.state_dict["fc.weight"], as_path.state_dict["fc.weight"])
+    assert [i.name for i in hfsoup.load_ingredients([a, Path(str(b))])] == [a.name, b.name]
