@@ -1,6 +1,7 @@
-"""``hfsoup demo``: the embedded mini-zoo is souped offline, its report is consistent with itself, and its numbers
-match ``hfsoup mix``. The end-to-end run uses a quick selection of pairs (``--max-pairs``): the full demo makes the
-same computations on every pair."""
+"""``hfsoup demo``: the pair study and its report on the embedded mini-zoo, offline. The printed numbers are the
+written tables' (recomputed here from pairs.parquet / models.parquet), and a soup's numbers match ``hfsoup mix``.
+The end-to-end run uses a quick selection of pairs (``--max-pairs``): the full demo makes the same computations
+on every pair."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hfsoup.study.demo import asset_dir, collapse_threshold, select_pairs
+from hfsoup.study.demo import MINI_ZOO_YAML, asset_dir, select_pairs
 
 
 pytestmark = pytest.mark.skipif(not (asset_dir() / "branches").is_dir(), reason="mini-zoo assets not built")
@@ -25,8 +26,10 @@ def test_mini_zoo_layout_and_metadata():
 
     zoo = asset_dir()
     cfg = load_config(zoo / "zoo.yaml")
+    # the packaged config is the one --rebuild trains with
+    assert (zoo / "zoo.yaml").read_text(encoding="utf-8") == MINI_ZOO_YAML
     members = load_zoo_members(zoo)
-    assert len(members) == len(cfg.branches.epochs) * len(cfg.branches.variants)
+    assert len(members) == len(cfg.branches.epochs) * len(cfg.branches.variants) == 24
     assert [(m["branch_epoch"], m["variant"]) for m in members] == sorted(
         itertools.product(cfg.branches.epochs, cfg.branches.variants))
     for e in cfg.branches.epochs:
@@ -34,6 +37,9 @@ def test_mini_zoo_layout_and_metadata():
     m = members[0]["meta"]
     assert m["kind"] == "branch" and m["dataset"] == "sklearn:digits" and m["parent"].startswith("trunk/")
     assert m["architecture"] == "resnet10_cifar_nano"
+    # the package stays small: weights are stored as float16
+    size = sum(p.stat().st_size for p in zoo.rglob("*") if p.is_file())
+    assert size < 10 * 2 ** 20
 
 
 def test_select_pairs_all_or_spread_over_the_bins():
@@ -45,33 +51,41 @@ def test_select_pairs_all_or_spread_over_the_bins():
     assert select_pairs(members, 3) == [(0, 1), (0, 2), (3, 4)]
 
 
-def _check_report_against_itself(report: dict) -> None:
-    """Every derived number of the report recomputed from its own measurements."""
-    models = {m["name"]: m for m in report["models"]}
-    thr = collapse_threshold(10)
-    assert report["collapse_threshold"] == thr
-    for p in report["pairs"]:
-        a, b = models[p["a"]], models[p["b"]]
-        acc_a, acc_b = a["test"]["accuracy"], b["test"]["accuracy"]
-        assert p["shared_epochs"] == min(a["branch_epoch"], b["branch_epoch"])
-        assert p["same_branch_epoch"] == (a["branch_epoch"] == b["branch_epoch"])
-        assert p["best_ingredient_accuracy"] == max(acc_a, acc_b)
-        assert p["accuracy_gain"] == p["soup_accuracy"] - max(acc_a, acc_b)
-        assert p["loss_gain"] == min(a["test"]["loss"], b["test"]["loss"]) - p["soup_loss"]
-        assert p["collapsed"] == (p["soup_accuracy"] < thr)
-    epochs = sorted({p["shared_epochs"] for p in report["pairs"]})
-    assert [b["shared_epochs"] for b in report["bins"]] == epochs
-    for b in report["bins"]:
-        g = np.array([p["accuracy_gain"] for p in report["pairs"] if p["shared_epochs"] == b["shared_epochs"]])
+def _check_demo_against_tables(doc: dict, out: Path) -> None:
+    """Every number of demo.json recomputed from the study's tables and the report's summary."""
+    import pyarrow.parquet as pq
+
+    pairs = pq.read_table(out / "study" / "pairs.parquet").to_pylist()
+    models = pq.read_table(out / "study" / "models.parquet").to_pylist()
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert all(p["status"] == "ok" and p["alpha"] == 0.5 for p in pairs)
+    acc = {m["name"]: m["acc"] for m in models}
+    assert {m["name"]: m["acc"] for m in doc["models"]} == acc
+    for p in pairs:
+        assert p["acc_gain"] == pytest.approx(p["soup_acc"] - max(acc[p["model_a"]], acc[p["model_b"]]), abs=1e-12)
+        assert p["shared_epochs"] == min(p["epoch_a"], p["epoch_b"])
+    # by shared epochs: the pairs, their mean gain in points and the fraction of positive soups
+    epochs = sorted({p["shared_epochs"] for p in pairs})
+    assert [b["shared_epochs"] for b in doc["bins"]] == [str(e) for e in epochs]
+    for b, e in zip(doc["bins"], epochs):
+        g = np.array([100 * p["acc_gain"] for p in pairs if p["shared_epochs"] == e])
         assert b["pairs"] == len(g)
-        assert b["mean_gain"] == float(g.mean()) and b["median_gain"] == float(np.median(g))
-        assert b["p_gain_positive"] == float((g > 0).mean())
-    best = max(report["models"], key=lambda m: m["test"]["accuracy"])
-    first = report["recipes"][0]
-    assert (first["recipe"], first["note"], first["test_accuracy"]) == ("best ingredient", best["name"],
-                                                                       best["test"]["accuracy"])
-    for r in report["recipes"]:
-        assert r["gain_vs_best"] == r["test_accuracy"] - best["test"]["accuracy"]
+        assert b["mean_gain_pp"] == pytest.approx(float(g.mean()), abs=1e-9)
+        assert b["p_positive"] == pytest.approx(float((g > 1e-9).mean()), abs=1e-12)
+        assert b["p_positive_lo"] <= b["p_positive"] <= b["p_positive_hi"]
+    # the headline is the report's, and its first number is the fraction of positive soups
+    assert doc["headline"] == summary["headline"]
+    first = doc["headline"][0]
+    assert first["finding"] == "soups with a positive accuracy gain"
+    positive = sum(100 * p["acc_gain"] > 1e-9 for p in pairs)
+    assert first["value"] == pytest.approx(positive / len(pairs), abs=1e-12)
+    assert first["ours"].endswith(f"({positive}/{len(pairs)})")
+    # the recipes against the best model
+    best = max(models, key=lambda m: m["acc"])
+    r0 = doc["recipes"][0]
+    assert (r0["recipe"], r0["note"], r0["test_accuracy"]) == ("best ingredient", best["name"], best["acc"])
+    for r in doc["recipes"]:
+        assert r["gain_vs_best"] == r["test_accuracy"] - best["acc"]
 
 
 def test_demo_runs_offline_and_matches_mix(tmp_path, monkeypatch, capsys):
@@ -82,49 +96,56 @@ def test_demo_runs_offline_and_matches_mix(tmp_path, monkeypatch, capsys):
     assert main(["-q", "demo", "--out", str(out), "--max-pairs", "2"]) == 0
     printed = capsys.readouterr().out
 
-    # the files: the report, its table (also printed) and the figure; nothing else is left behind
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.txt", "soup_gain_vs_shared_epochs.png"]
+    # the files: the study's tables, its report, the demo's summary; nothing else is left behind
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "demo.txt", "report", "study"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
-    assert (out / "soup_gain_vs_shared_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    report = json.loads((out / "report.json").read_text())
-    text = (out / "report.txt").read_text()
+    for name in ("pairs.parquet", "models.parquet", "study.json"):
+        assert (out / "study" / name).is_file()
+    for name in ("report.md", "report.html", "summary.json"):
+        assert (out / "report" / name).is_file()
+    assert not list((out / "report").rglob("*.svg"))  # the demo skips the SVG copies
+    doc = json.loads((out / "demo.json").read_text())
+    text = (out / "demo.txt").read_text()
     assert text.strip() in printed
-    assert text.startswith(f"Mini-zoo: 4 branches of sklearn:digits; 2 midpoint soups (alpha = 0.5) on the test "
-                           f"split")
-    for b in report["bins"]:
-        assert f"{b['shared_epochs']:>13} {b['pairs']:>6} {100 * b['mean_gain']:>+10.2f}" in text
 
     # the quick run: two pairs, one per shared-epoch bin, and only their four models
-    assert [(p["a"], p["b"]) for p in report["pairs"]] == [("b002-v1", "b002-v2"), ("b004-v1", "b004-v2")]
-    assert [m["name"] for m in report["models"]] == ["b002-v1", "b002-v2", "b004-v1", "b004-v2"]
-    assert [r["recipe"] for r in report["recipes"]] == ["best ingredient", "uniform (all)",
-                                                        "uniform (branch epoch 4)", "greedy (val)", "RADIN (val)"]
-    assert report["recipes"][1]["models"] == 4 and report["recipes"][2]["models"] == 2
-    assert report["test"]["num_samples"] == 360
-    _check_report_against_itself(report)
+    assert [m["name"] for m in doc["models"]] == ["b004-v1", "b004-v2", "b008-v1", "b008-v2"]
+    assert doc["study"]["total_rows"] == 2 and doc["study"]["failed"] == 0
+    assert doc["test"]["num_samples"] == doc["test"]["limit"] == 200 and doc["test"]["split_size"] == 360
+    assert text.startswith("Mini-zoo: 4 branches (2 branch epochs x 2 variants) of resnet10_cifar_nano trained on "
+                           "160 training images of sklearn:digits\nTest set: 200 images (the first 200 of 360, to "
+                           "keep the demo near 2 minutes: --limit 360 for all), so one image = 0.50 accuracy points; "
+                           "2 midpoint soups (alpha = 0.5)")
+    assert [r["recipe"] for r in doc["recipes"]] == ["best ingredient", "uniform (all)",
+                                                     "uniform (branch epoch 8)", "greedy (val)", "RADIN (val)"]
+    assert doc["recipes"][1]["models"] == 4 and doc["recipes"][2]["models"] == 2
+    _check_demo_against_tables(doc, out)
+    for h in doc["headline"]:
+        assert h["finding"] in text and h["ours"] in text
+    for b in doc["bins"]:
+        assert f"{b['shared_epochs']:>13} {b['pairs']:>6} {b['mean_gain_pp']:>+10.2f}" in text
 
     # an existing output is refused (one line, nothing changed) without --force
-    before = (out / "report.json").read_bytes()
+    before = (out / "demo.json").read_bytes()
     assert main(["demo", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hfsoup: error:") and "--force" in err and len(err.splitlines()) == 1
-    assert (out / "report.json").read_bytes() == before
+    assert (out / "demo.json").read_bytes() == before
 
-    # `hfsoup mix` of a pair gives the demo's numbers
-    pair = report["pairs"][1]
-    paths = {m["name"]: m["path"] for m in report["models"]}
-    assert main(["-q", "mix", paths[pair["a"]], paths[pair["b"]], "--alpha", "0.5", "--eval-split", "test",
-                 "--dataset", "sklearn:digits", "--no-save", "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    soup = doc["soups"][0]["results"]["test"]
-    assert soup["accuracy"] == pytest.approx(pair["soup_accuracy"], abs=1e-9)
-    assert soup["loss"] == pytest.approx(pair["soup_loss"], rel=1e-6)
-    assert soup["gain"]["accuracy_gain"] == pytest.approx(pair["accuracy_gain"], abs=1e-9)
-    accs = {i["reference"]: i["results"]["test"]["accuracy"] for i in doc["ingredients"]}
-    assert sorted(accs) == sorted([paths[pair["a"]], paths[pair["b"]]])
-    models = {m["path"]: m["test"]["accuracy"] for m in report["models"]}
-    for ref, acc in accs.items():
-        assert models[ref] == pytest.approx(acc, abs=1e-9)
+    # `hfsoup mix` of a pair gives the study's numbers
+    import pyarrow.parquet as pq
+
+    pair = pq.read_table(out / "study" / "pairs.parquet").to_pylist()[0]
+    paths = {m["name"]: m["path"] for m in doc["models"]}
+    assert main(["-q", "mix", paths[pair["model_a"]], paths[pair["model_b"]], "--alpha", "0.5", "--eval-split",
+                 "test", "--dataset", "sklearn:digits", "--limit", "200", "--no-save", "--json"]) == 0
+    mixed = json.loads(capsys.readouterr().out)
+    soup = mixed["soups"][0]["results"]["test"]
+    assert soup["accuracy"] == pytest.approx(pair["soup_acc"], abs=1e-9)
+    assert soup["loss"] == pytest.approx(pair["soup_loss"], rel=1e-5)
+    assert soup["gain"]["accuracy_gain"] == pytest.approx(pair["acc_gain"], abs=1e-9)
+    accs = {i["reference"]: i["results"]["test"]["accuracy"] for i in mixed["ingredients"]}
+    assert accs == {paths[pair["model_a"]]: pair["acc_a"], paths[pair["model_b"]]: pair["acc_b"]}
 
 
 def test_rebuild_script_parser_is_the_clis():

@@ -1,10 +1,13 @@
-"""``hfsoup demo``: the embedded mini-zoo, souped and analysed offline in about a minute.
+"""``hfsoup demo``: the pair study of the paper, run and reported offline on the embedded mini-zoo in about two
+minutes.
 
 The mini-zoo (``hfsoup/assets/mini_zoo``) was trained by hfsoup's own zoo pipeline (:mod:`hfsoup.train`,
-:mod:`hfsoup.zoo.build`) on scikit-learn's handwritten digits (``sklearn:digits``): a ``resnet10_cifar_nano`` trunk
-with checkpoints and 4 variants (paper Table 2 scales) branched at several epochs. The demo evaluates every branch,
-makes the α = 0.5 midpoint soup of every pair, bins the soup gain by shared epochs (the smaller branch epoch), runs
-the uniform soup (and greedy / RADIN when available) and writes a table, a figure and a JSON report.
+:mod:`hfsoup.zoo.build`) on 160 training images of scikit-learn's handwritten digits (``sklearn:digits``): a
+``resnet10_cifar_nano`` trunk with 4 variants (paper Table 2 scales) branched at 6 epochs, 24 models. So few
+training images keep the best model below the ceiling of digits, leaving soups room to gain. The demo runs
+``hfsoup study run`` (:func:`hfsoup.study.run.run_study`: every pair's midpoint soup, its gain and the pair's
+similarity) and ``hfsoup study report`` (:func:`hfsoup.study.report.write_report`) on it, prints the headline
+numbers, and compares the uniform, greedy and RADIN soups of the whole zoo with its best model.
 ``hfsoup demo --rebuild`` retrains the mini-zoo from scratch with the same code.
 """
 
@@ -12,32 +15,36 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from hfsoup.core.files import atomic_folder, check_output
 
 MINI_ZOO_YAML = """\
-# The embedded mini-zoo: the paper's recipe shrunk to scikit-learn's digits and a 84k-parameter ResNet.
+# The embedded mini-zoo: the paper's recipe shrunk to 160 training images of scikit-learn's digits and a
+# 84k-parameter ResNet, so that the best model stays below the ceiling and soups have room to gain.
 data:
   dataset: "sklearn:digits"
   image_column: img
   label_column: fine_label
   num_classes: 10
+  limit: 160
 augment: {random_crop: true, padding: 4, hflip: false}
-optim: {lr: 0.1, momentum: 0.9, weight_decay: 0.0005, nesterov: true, t_max: 14, eta_min: 0.0}
+optim: {lr: 0.05, momentum: 0.9, weight_decay: 0.0005, nesterov: true, t_max: 52, eta_min: 0.0}
 train:
   architecture: resnet10_cifar_nano
-  epochs: 16
-  batch_size: 32
+  epochs: 40
+  batch_size: 16
   seed: 42
-  checkpoint_interval: 2
+  checkpoint_interval: 4
   eval_batch_size: 500
 branches:
-  epochs: [2, 4, 8, 12]
-  max_epochs: 2
-  patience: 2
+  epochs: [4, 8, 16, 24, 32, 40]
+  max_epochs: 12
+  patience: 4
 """
 
 
@@ -101,9 +108,12 @@ def rebuild(work: str | Path, dest: str | Path | None = None, *, threads: int | 
 
 
 # -- the demo ------------------------------------------------------------------------------------------------
-def collapse_threshold(num_classes: int) -> float:
-    """A soup has collapsed when its accuracy is below max(5 %, 1.5 x chance)."""
-    return max(0.05, 1.5 / max(1, num_classes))
+#: Test images the demo evaluates on: the first 200 of digits' 360 keep the 276 soups near two minutes on 2 cores
+#: (the whole split takes about 2 min 40 s); None: all.
+DEMO_LIMIT: int | None = 200
+#: Bootstrap resamples of the report's AUROC intervals: enough for the demo's printout, quick on 2 cores.
+DEMO_N_BOOT = 200
+DEMO_FILES = ("demo.json", "demo.txt", "report", "study")
 
 
 def load_zoo_members(zoo: Path) -> list[dict]:
@@ -137,98 +147,135 @@ def select_pairs(members: list[dict], max_pairs: int | None = None) -> list[tupl
     return sorted(spread[:max(0, max_pairs)])
 
 
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` wrote and printed.
+
+    ``out/study`` is the study folder of ``hfsoup study run`` (pairs.parquet, models.parquet, study.json),
+    ``out/report`` the report of ``hfsoup study report`` (report.md, report.html, summary.json, figures/),
+    ``out/demo.json`` :meth:`to_dict` and ``out/demo.txt`` the printed text."""
+
+    out: Path
+    zoo: str
+    dataset: str
+    test: dict  # the test split's describe() (num_samples, fingerprint, ...) and the limit
+    models: list[dict]  # name, branch_epoch, variant, acc, loss (from models.parquet)
+    bins: list[dict]  # by shared epochs: pairs, mean gain, P(gain > 0) with its interval, collapse rate
+    headline: list[dict]  # the report's headline (finding, value, ours, paper)
+    recipes: list[dict]  # recipe, models, test_accuracy, test_loss, gain_vs_best, note
+    study: dict = field(default_factory=dict)  # StudyRunResult.to_dict()
+    seconds: float = 0.0
+    text: str = ""
+
+    def to_dict(self) -> dict:
+        return {"zoo": self.zoo, "dataset": self.dataset, "test": self.test, "models": self.models,
+                "bins": self.bins, "headline": self.headline, "recipes": self.recipes, "study": self.study,
+                "seconds": self.seconds}
+
+
 def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = False, progress: bool = True,
-             max_pairs: int | None = None, recipes: bool = True, log=print) -> dict:
-    """Evaluate the mini-zoo, soup every pair at α = 0.5, run the recipes; write report.json, figure, table.
+             max_pairs: int | None = None, recipes: bool = True, limit: int | None = DEMO_LIMIT,
+             n_boot: int = DEMO_N_BOOT, log=print) -> DemoResult:
+    """Run the pair study and its report on the mini-zoo, compare the recipes with the best model, print the
+    story; everything is written atomically to ``out``.
 
     Args:
-        out: output folder (must not exist unless ``force``); written atomically.
+        out: output folder (must not exist unless ``force``).
         zoo: a zoo folder with ``branches/`` and ``zoo.yaml`` (default: the embedded mini-zoo).
         max_pairs: a quick run on at most this many pairs (:func:`select_pairs`: spread over the shared-epoch
-            bins); only the models of those pairs are evaluated and given to the recipes. None: every pair.
+            bins); only the models of those pairs take part (study and recipes). None: every pair.
         recipes: also compare the uniform, greedy and RADIN soups with the best model.
-        log: where the tables go (``print``).
-    Returns the report (also written to ``out/report.json``).
+        limit: evaluate on the first ``limit`` test images only (None: all).
+        n_boot: bootstrap resamples of the report's intervals.
+        log: where the text goes (``print``).
     """
-    import numpy as np
-    from tqdm.auto import tqdm
-
     from hfsoup.data.images import load_image_data
     from hfsoup.errors import HfSoupError, InvalidParameterError
-    from hfsoup.eval.metrics import evaluate_model
-    from hfsoup.recipes.mix import mix
+    from hfsoup.study.report import write_report
+    from hfsoup.study.run import StudyConfig, run_study
     from hfsoup.zoo.config import load_config
 
     t_start = time.time()
     if max_pairs is not None and max_pairs < 1:
         raise InvalidParameterError(f"max_pairs must be >= 1 (or None: every pair), got {max_pairs}",
                                     parameter="max_pairs")
+    if limit is not None and limit < 1:
+        raise InvalidParameterError(f"limit must be >= 1 test images (or None: all), got {limit}", parameter="limit")
     out = check_output(out, force)
     zoo = Path(zoo) if zoo else asset_dir()
-    if not (zoo / "branches").is_dir():
-        raise HfSoupError(f"no zoo at '{zoo}' (expected branches/bNNN-vK folders): run `hfsoup demo --rebuild`",
-                          path=zoo)
+    if not (zoo / "branches").is_dir() or not (zoo / "zoo.yaml").is_file():
+        raise HfSoupError(f"no zoo at '{zoo}' (expected zoo.yaml and branches/bNNN-vK folders): run "
+                          f"`hfsoup demo --rebuild`", path=zoo)
     cfg = load_config(zoo / "zoo.yaml")
-    test = load_image_data(cfg.data.dataset, cfg.data.test_split, progress=False)
-    val = load_image_data(cfg.data.dataset, cfg.data.val_split, progress=False)
     members = load_zoo_members(zoo)
     pairs = select_pairs(members, max_pairs)
-    if max_pairs is not None:  # a quick run: only the models of the selected pairs
-        used = sorted({k for pair in pairs for k in pair})
-        index = {old: new for new, old in enumerate(used)}
-        members = [members[k] for k in used]
-        pairs = [(index[i], index[j]) for i, j in pairs]
-    ev = dict(progress=False, device="cpu", batch_size=128)
-    for m in tqdm(members, desc="evaluating models", disable=not progress, leave=False):
-        r = evaluate_model(m["ingredient"].create_model(), test, **ev)
-        m["test"] = r.to_dict()
-    thr = collapse_threshold(cfg.data.num_classes)
-    rows = []
-    for i, j in tqdm(pairs, desc="pairwise soups", disable=not progress, leave=False):
-        a, b = members[i], members[j]
-        soup = mix(a["ingredient"], b["ingredient"], 0.5)
-        r = evaluate_model(soup.create_model(), test, **ev)
-        best = max(a["test"]["accuracy"], b["test"]["accuracy"])
-        best_loss = min(a["test"]["loss"], b["test"]["loss"])
-        rows.append({"a": a["name"], "b": b["name"], "shared_epochs": min(a["branch_epoch"], b["branch_epoch"]),
-                     "same_branch_epoch": a["branch_epoch"] == b["branch_epoch"],
-                     "soup_accuracy": r.accuracy, "soup_loss": r.loss, "best_ingredient_accuracy": best,
-                     "accuracy_gain": r.accuracy - best, "loss_gain": best_loss - r.loss,
-                     "collapsed": r.accuracy < thr})
-    bins = []
-    for e in sorted({r["shared_epochs"] for r in rows}):
-        g = np.array([r["accuracy_gain"] for r in rows if r["shared_epochs"] == e])
-        c = np.array([r["collapsed"] for r in rows if r["shared_epochs"] == e])
-        bins.append({"shared_epochs": e, "pairs": int(len(g)), "mean_gain": float(g.mean()),
-                     "median_gain": float(np.median(g)), "p_gain_positive": float((g > 0).mean()),
-                     "collapse_rate": float(c.mean())})
-    best_member = max(members, key=lambda m: m["test"]["accuracy"])
-    recipe_rows = [{"recipe": "best ingredient", "models": 1, "test_accuracy": best_member["test"]["accuracy"],
-                    "test_loss": best_member["test"]["loss"], "note": best_member["name"]}]
-    if recipes:
-        recipe_rows += _recipe_rows(members, test, val, ev)
-    for r in recipe_rows:
-        r["gain_vs_best"] = r["test_accuracy"] - best_member["test"]["accuracy"]
-    report = {
-        "zoo": str(zoo), "dataset": cfg.data.dataset, "split": cfg.data.test_split, "test": test.describe(),
-        "collapse_threshold": thr,
-        "models": [{k: m[k] for k in ("name", "branch_epoch", "variant", "test")} | {"path": m["path"]}
-                   for m in members],
-        "pairs": rows, "bins": bins, "recipes": recipe_rows, "seconds": time.time() - t_start,
-    }
-    table = format_tables(report)
-    with atomic_folder(out, force=force) as tmp:
-        _plot(rows, bins, tmp / "soup_gain_vs_shared_epochs.png")
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
-        (tmp / "report.txt").write_text(table + "\n", encoding="utf-8")
-    report["seconds"] = time.time() - t_start
-    log(table)
-    log(f"\nwrote {out}/report.json, {out}/report.txt and {out}/soup_gain_vs_shared_epochs.png "
-        f"({report['seconds']:.0f}s)")
-    return report
+    with atomic_folder(out, force=force) as tmp, tempfile.TemporaryDirectory(prefix="hfsoup-demo-") as scratch:
+        sources, pairs_file = [str(zoo)], None
+        if max_pairs is not None:  # a quick run: only the models of the selected pairs, and only those pairs
+            used = sorted({k for pair in pairs for k in pair})
+            sources = [members[k]["path"] for k in used]
+            pairs_file = Path(scratch) / "pairs.txt"
+            pairs_file.write_text("".join(f"{members[i]['path']} {members[j]['path']}\n" for i, j in pairs),
+                                  encoding="utf-8")
+            members = [members[k] for k in used]
+        # The model cache lives in a scratch folder: the demo measures (and leaves) nothing in the user's cache.
+        run = run_study(StudyConfig(sources=sources, out=tmp / "study", dataset=cfg.data.dataset,
+                                    image_column=cfg.data.image_column, label_column=cfg.data.label_column,
+                                    limit=limit, pairs_file=pairs_file, device="cpu",
+                                    cache_dir=Path(scratch) / "cache", progress=progress))
+        report = write_report(tmp / "study", tmp / "report", svg=False, n_boot=n_boot)
+        import pyarrow.parquet as pq
+
+        by_name = {m["name"]: m for m in members}
+        models = [{"name": r["name"], "branch_epoch": by_name[r["name"]]["branch_epoch"],
+                   "variant": by_name[r["name"]]["variant"], "path": by_name[r["name"]]["path"],
+                   "acc": r["acc"], "loss": r["loss"]}
+                  for r in pq.read_table(tmp / "study" / "models.parquet").to_pylist()]
+        models.sort(key=lambda m: (m["branch_epoch"], m["variant"]))
+        best = max(models, key=lambda m: m["acc"])
+        recipe_rows = [{"recipe": "best ingredient", "models": 1, "test_accuracy": best["acc"],
+                        "test_loss": best["loss"], "note": best["name"]}]
+        full = load_image_data(cfg.data.dataset, cfg.data.test_split, image_column=cfg.data.image_column,
+                               label_column=cfg.data.label_column, progress=False)
+        test = load_image_data(cfg.data.dataset, cfg.data.test_split, image_column=cfg.data.image_column,
+                               label_column=cfg.data.label_column, limit=limit, progress=False)
+        if recipes:
+            val = load_image_data(cfg.data.dataset, cfg.data.val_split, image_column=cfg.data.image_column,
+                                  label_column=cfg.data.label_column, progress=False)
+            recipe_rows += recipe_results([by_name[m["name"]] for m in models], test, val)
+        for r in recipe_rows:
+            r["gain_vs_best"] = r["test_accuracy"] - best["acc"]
+        result = DemoResult(out=out, zoo=str(zoo), dataset=cfg.data.dataset, test={**test.describe(), "limit": limit,
+                                                                   "split_size": len(full)},
+                            models=models, bins=shared_epoch_bins(report.summary), headline=report.headline,
+                            recipes=recipe_rows, study=run.to_dict())
+        result.study["out"] = str(out / "study")
+        result.seconds = time.time() - t_start
+        result.text = format_story(result, architecture=cfg.train.architecture, train_limit=cfg.data.limit)
+        (tmp / "demo.txt").write_text(result.text + "\n", encoding="utf-8")
+        (tmp / "demo.json").write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str),
+                                       encoding="utf-8")
+    log(result.text)
+    log(f"\nwrote {out}/study (pairs.parquet, models.parquet), {out}/report (report.html, report.md, summary.json, "
+        f"figures/) and {out}/demo.json in {time.time() - t_start:.0f}s")
+    return result
 
 
-def _recipe_rows(members: list[dict], test, val, ev: dict) -> list[dict]:
+def shared_epoch_bins(summary: dict) -> list[dict]:
+    """The report's shared-epoch analysis as rows: shared epochs, pairs, mean gain (points), P(gain > 0) with its
+    95 % interval, collapse rate. Empty when the report skipped it (a single bin)."""
+    se = (summary.get("analyses") or {}).get("shared_epochs") or {}
+    if se.get("skipped") or not se.get("bins"):
+        return []
+    collapse = se.get("collapse") or [None] * len(se["bins"])
+    return [{"shared_epochs": b["label"], "pairs": n, "mean_gain_pp": mean, "p_positive": pos["p"],
+             "p_positive_lo": pos["lo"], "p_positive_hi": pos["hi"],
+             "collapse_rate": c["p"] if c else None}
+            for b, n, mean, pos, c in zip(se["bins"], se["n_by_bin"], se["acc"]["mean"], se["positive_by_bin"],
+                                          collapse)]
+
+
+def recipe_results(members: list[dict], test, val) -> list[dict]:
     """The uniform soups (all models; the last branch epoch) and the greedy and RADIN soups (decided on val),
     scored on test. A recipe that fails is reported as a row, not raised: the demo still shows the others."""
     from hfsoup.eval.metrics import evaluate_model
@@ -236,6 +283,7 @@ def _recipe_rows(members: list[dict], test, val, ev: dict) -> list[dict]:
     from hfsoup.recipes.mix import uniform_soup
     from hfsoup.recipes.radin import radin_soup
 
+    ev = dict(progress=False, device="cpu", batch_size=500)
     rows = []
     last = max(m["branch_epoch"] for m in members)
     groups = [("uniform (all)", members), (f"uniform (branch epoch {last})",
@@ -260,47 +308,44 @@ def _recipe_rows(members: list[dict], test, val, ev: dict) -> list[dict]:
     return rows
 
 
-def format_tables(report: dict) -> str:
-    """The demo's text tables: soup gain by shared epochs, and the recipes against the best model."""
-    lines = [f"Mini-zoo: {len(report['models'])} branches of {report['dataset']}; "
-             f"{len(report['pairs'])} midpoint soups (alpha = 0.5) on the {report['split']} split",
-             "", "Soup gain (accuracy points vs the better ingredient) by shared epochs:",
-             f"{'shared epochs':>13} {'pairs':>6} {'mean gain':>10} {'P(gain>0)':>10} {'collapsed':>10}"]
-    for b in report["bins"]:
-        lines.append(f"{b['shared_epochs']:>13} {b['pairs']:>6} {100 * b['mean_gain']:>+10.2f} "
-                     f"{b['p_gain_positive']:>10.2f} {b['collapse_rate']:>10.2f}")
+def _limited(test: dict) -> str:
+    total = test.get("split_size")
+    if not test.get("limit") or not total or test["num_samples"] >= total:
+        return ""
+    return f" (the first {test['num_samples']} of {total}, to keep the demo near 2 minutes: --limit {total} for all)"
+
+
+def format_story(result: DemoResult, *, architecture: str = "", train_limit: int | None = None) -> str:
+    """The demo's printout: the zoo and its test set, the models, the gain by shared epochs, the headline
+    findings beside the paper's, and the recipes against the best model."""
+    n = int(result.test["num_samples"])
+    epochs = sorted({m["branch_epoch"] for m in result.models})
+    variants = sorted({m["variant"] for m in result.models})
+    trained = f"{train_limit} training images of " if train_limit else ""
+    lines = [f"Mini-zoo: {len(result.models)} branches ({len(epochs)} branch epochs x {len(variants)} variants) of "
+             f"{architecture or 'a trunk'} trained on {trained}{result.dataset}",
+             f"Test set: {n} images{_limited(result.test)}, so one image = {100 / n:.2f} accuracy points; "
+             f"{result.study.get('total_rows', 0)} midpoint soups (alpha = 0.5)",
+             "", "Branch test accuracy by branch epoch (min / mean / max over variants):"]
+    for e in epochs:
+        accs = [m["acc"] for m in result.models if m["branch_epoch"] == e]
+        lines.append(f"  epoch {e:>3}: {100 * min(accs):5.1f} / {100 * sum(accs) / len(accs):5.1f} / "
+                     f"{100 * max(accs):5.1f} %")
+    if result.bins:
+        lines += ["", "Soup gain (accuracy points vs the better ingredient) by shared epochs:",
+                  f"{'shared epochs':>13} {'pairs':>6} {'mean gain':>10} {'P(gain>0) [95% CI]':>22} {'collapsed':>10}"]
+        for b in result.bins:
+            ci = f"{b['p_positive']:.2f} [{b['p_positive_lo']:.2f}-{b['p_positive_hi']:.2f}]"
+            coll = "n/a" if b["collapse_rate"] is None else f"{b['collapse_rate']:.2f}"
+            mean = "n/a" if b["mean_gain_pp"] is None else f"{b['mean_gain_pp']:+.2f}"
+            lines.append(f"{b['shared_epochs']:>13} {b['pairs']:>6} {mean:>10} {ci:>22} {coll:>10}")
+    lines += ["", "Headline (this mini-zoo; the paper's 104-model CIFAR-100 zoo beside it):"]
+    width = max((len(h["finding"]) for h in result.headline), default=10)
+    for h in result.headline:
+        lines.append(f"  {h['finding']:<{width}}  {h['ours']:<34} paper: {h['paper']}")
     lines += ["", "Recipes vs the best ingredient (test accuracy):",
               f"{'recipe':<26} {'models':>6} {'accuracy':>9} {'gain':>7}  note"]
-    for r in report["recipes"]:
+    for r in result.recipes:
         lines.append(f"{r['recipe']:<26} {r['models']:>6} {100 * r['test_accuracy']:>8.2f}% "
                      f"{100 * r['gain_vs_best']:>+7.2f}  {r['note']}")
     return "\n".join(lines)
-
-
-def _plot(rows, bins, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    x = np.array([r["shared_epochs"] for r in rows], dtype=float)
-    y = np.array([100 * r["accuracy_gain"] for r in rows])
-    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(x))
-    ax1.scatter(x + jitter, y, s=10, alpha=0.5)
-    ax1.plot([b["shared_epochs"] for b in bins], [100 * b["mean_gain"] for b in bins], "o-", color="C3",
-             label="mean")
-    ax1.axhline(0, color="k", lw=0.8)
-    ax1.set_xlabel("shared epochs (smaller branch epoch)")
-    ax1.set_ylabel("soup gain (accuracy points)")
-    ax1.set_title("Midpoint soup gain vs shared epochs")
-    ax1.legend()
-    ax2.plot([b["shared_epochs"] for b in bins], [b["p_gain_positive"] for b in bins], "o-", label="P(gain > 0)")
-    ax2.plot([b["shared_epochs"] for b in bins], [b["collapse_rate"] for b in bins], "s--", label="collapse rate")
-    ax2.set_ylim(-0.02, 1.02)
-    ax2.set_xlabel("shared epochs")
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
