@@ -31,8 +31,8 @@ import hfsoup
 ZOO = Path(hfsoup.__file__).resolve().parent / "assets" / "mini_zoo"
 BRANCHES = ZOO / "branches"
 LIMIT = 16
-#: 4 models (branch epoch 12), 6 pairs, 3 α: 18 rows.
-STUDY_ARGS = ["--dataset", "sklearn:digits", "--limit", str(LIMIT), "--epochs", "12", "--alphas", "0.25,0.5,0.75"]
+#: 4 models (branch epoch 16), 6 pairs, 3 α: 18 rows.
+STUDY_ARGS = ["--dataset", "sklearn:digits", "--limit", str(LIMIT), "--epochs", "16", "--alphas", "0.25,0.5,0.75"]
 NUM_ROWS = 18
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def _config(out: Path, sources=None, **kw):
     from hfsoup.study.run import StudyConfig
 
     base = dict(sources=[str(ZOO)] if sources is None else [str(s) for s in sources], out=out,
-                dataset="sklearn:digits", limit=LIMIT, epochs="12", alphas=[0.25, 0.5, 0.75], progress=False)
+                dataset="sklearn:digits", limit=LIMIT, epochs="16", alphas=[0.25, 0.5, 0.75], progress=False)
     base.update(kw)
     return StudyConfig(**base)
 
@@ -110,7 +110,7 @@ def test_device_soup_equals_the_averaging_engine_bit_for_bit(tmp_path):
     # float32 models with populated BN buffers (and num_batches_tracked 1 vs 3), and float16 mini-zoo models.
     for refs in ([save_model_dir(tmp_path / "a", seed=1, bn_steps=1), save_model_dir(tmp_path / "b", seed=2,
                                                                                           bn_steps=3)],
-                 [BRANCHES / "b008-v1", BRANCHES / "b012-v3"]):
+                 [BRANCHES / "b008-v1", BRANCHES / "b016-v3"]):
         ings = load_ingredients(refs)
         bank = WeightBank(ings, torch.device("cpu"))
         for fused in (False, True):  # tensor by tensor (the CPU path) and whole buffers (the CUDA path)
@@ -159,7 +159,7 @@ def test_every_row_equals_hfsoup_mix_of_its_pair(reference):
     rows = _rows(reference / "pairs.parquet")
     assert len(rows) == NUM_ROWS and all(r["status"] == "ok" for r in rows)
     assert {r["alpha"] for r in rows} == {0.25, 0.5, 0.75}
-    assert {(r["epoch_a"], r["epoch_b"], r["shared_epochs"]) for r in rows} == {(12, 12, 12)}
+    assert {(r["epoch_a"], r["epoch_b"], r["shared_epochs"]) for r in rows} == {(16, 16, 16)}
     logits, feats = {}, {}
     # Every pair at α = 0.5, and two rows of the other α (a forward pass costs on 2 cores).
     checked = [r for r in rows if r["alpha"] == 0.5] + [r for r in rows if r["alpha"] != 0.5][:2]
@@ -191,8 +191,8 @@ def test_every_row_equals_hfsoup_mix_of_its_pair(reference):
         assert row["c_soup_acc"] is None and row["c_severity"] is None
         assert row["test_fingerprint"] == data.fingerprint
     models = pq.read_table(reference / "models.parquet").to_pylist()
-    assert [m["name"] for m in models] == ["b012-v1", "b012-v2", "b012-v3", "b012-v4"]
-    assert all(m["kind"] == "branch" and m["epoch"] == 12 for m in models)
+    assert [m["name"] for m in models] == ["b016-v1", "b016-v2", "b016-v3", "b016-v4"]
+    assert all(m["kind"] == "branch" and m["epoch"] == 16 for m in models)
 
 
 def test_a_row_equals_the_mix_cli_json(reference, capsys):
@@ -294,10 +294,10 @@ def test_pairs_file_filters_and_names(tmp_path):
     from hfsoup.study.run import plan_study
 
     pairs = tmp_path / "pairs.txt"
-    pairs.write_text("# curves of two pairs\nb012-v3 b008-v1\n\n" + f"{BRANCHES / 'b004-v2'} b012-v3  # a path\n")
+    pairs.write_text("# curves of two pairs\nb016-v3 b008-v1\n\n" + f"{BRANCHES / 'b004-v2'} b016-v3  # a path\n")
     plan = plan_study(_config(tmp_path / "p", epochs=None, alphas=[0, 0.5, 1], pairs_file=pairs))
     names = [(plan.models[p.a].name, plan.models[p.b].name) for p in plan.pairs]
-    assert names == [("b012-v3", "b008-v1"), ("b004-v2", "b012-v3")]  # the order written: α weighs the second
+    assert names == [("b016-v3", "b008-v1"), ("b004-v2", "b016-v3")]  # the order written: α weighs the second
     assert len(plan.rows) == 6 and len({r.row_id for r in plan.rows}) == 6
     assert not (tmp_path / "p").exists()  # planning writes nothing
     plan = plan_study(_config(tmp_path / "p", epochs="4-8", variants="1,2", kinds="all", alphas=[0.5]))
@@ -308,7 +308,7 @@ def test_pairs_file_filters_and_names(tmp_path):
     assert {m.kind for m in plan.models} == {"trunk", "branch"} and len(plan.models) == 10
     assert len(plan.pairs) == len(plan.models) * (len(plan.models) - 1) // 2
     # Unordered pairs are ordered by weight hash: the ids do not depend on the order the models are listed in.
-    refs = [BRANCHES / "b012-v1", BRANCHES / "b012-v2", BRANCHES / "b012-v3"]
+    refs = [BRANCHES / "b016-v1", BRANCHES / "b016-v2", BRANCHES / "b016-v3"]
     ids = {r.row_id for r in plan_study(_config(tmp_path / "q", refs, epochs=None)).rows}
     assert ids == {r.row_id for r in plan_study(_config(tmp_path / "q", refs[::-1], epochs=None)).rows}
 
@@ -321,7 +321,7 @@ def test_pulled_zoo_folder_uses_the_manifest(tmp_path):
 
     folder = tmp_path / "pulled"
     entries = []
-    for k, (epoch, variant) in enumerate([(8, 1), (12, 2)]):
+    for k, (epoch, variant) in enumerate([(8, 1), (16, 2)]):
         name = f"resnet50-cifar100-b{epoch:03d}-v{variant}"
         shutil.copytree(BRANCHES / f"b{epoch:03d}-v{variant}", folder / name)
         entries.append({"repo_id": f"org/{name}", "commit": f"{k + 1}" * 40, "kind": "branch",
@@ -333,7 +333,7 @@ def test_pulled_zoo_folder_uses_the_manifest(tmp_path):
     assert sel.source_kind == "manifest"
     assert [(m.name, m.repo, m.commit, m.epoch, m.variant) for m in sel.models] == [
         ("b008-v1", "org/resnet50-cifar100-b008-v1", "1" * 40, 8, 1),
-        ("b012-v2", "org/resnet50-cifar100-b012-v2", "2" * 40, 12, 2)]
+        ("b016-v2", "org/resnet50-cifar100-b016-v2", "2" * 40, 16, 2)]
     entries[1]["files"]["model.safetensors"] = "0" * 64
     (folder / "zoo.json").write_text(json.dumps({"format": 1, "models": entries[:2]}))
     with pytest.raises(StudyInputError, match="does not match the manifest"):
@@ -342,13 +342,13 @@ def test_pulled_zoo_folder_uses_the_manifest(tmp_path):
     # A built zoo (trunk/, branches/) after `hfsoup zoo push` has its zoo.json at the root: the published repos and
     # commits are recorded for the models whose weights are the published ones.
     built = tmp_path / "built"
-    for name in ("b008-v1", "b012-v2"):
+    for name in ("b008-v1", "b016-v2"):
         shutil.copytree(BRANCHES / name, built / "branches" / name)
     (built / "zoo.json").write_text(json.dumps({"format": 1, "models": entries[:2]}))
     sel = resolve_models([built])
     assert sel.source_kind == "zoo"
     assert [(m.name, m.repo, m.commit) for m in sel.models] == [
-        ("b008-v1", "org/resnet50-cifar100-b008-v1", "1" * 40), ("b012-v2", None, None)]  # b012-v2: sha differs
+        ("b008-v1", "org/resnet50-cifar100-b008-v1", "1" * 40), ("b016-v2", None, None)]  # b016-v2: sha differs
 
 
 def test_hub_manifest_models_are_pinned_to_their_commits(hub, tmp_path):
@@ -359,7 +359,7 @@ def test_hub_manifest_models_are_pinned_to_their_commits(hub, tmp_path):
     from hfsoup.study.run import plan_study
 
     entries = []
-    for name in ("b004-v1", "b012-v3"):
+    for name in ("b004-v1", "b016-v3"):
         repo = f"my-org/resnet-nano-{name}"
         first = upload_folder(BRANCHES / name, repo).commit
         entries.append({"repo_id": repo, "commit": first, "kind": "branch", "branch_epoch": int(name[1:4]),
@@ -407,7 +407,7 @@ def test_bad_input_is_one_line_and_writes_nothing(case, tmp_path, capsys):
         other = save_model_dir(tmp_path / "tiny", seed=0, arch="resnet10_cifar_tiny", num_classes=10)
         argv[2:3] = [str(BRANCHES / "b008-v1"), str(other)]
     elif case == "unknown-in-pairs":
-        (tmp_path / "pairs.txt").write_text("b008-v1 b012-v1\nb008-v1 b999-v9\n")
+        (tmp_path / "pairs.txt").write_text("b008-v1 b016-v1\nb008-v1 b999-v9\n")
         argv += ["--pairs", str(tmp_path / "pairs.txt")]
     elif case == "no-test-split":
         argv[argv.index("sklearn:digits")] = str(_no_test_split(tmp_path / "trainonly"))
@@ -440,7 +440,7 @@ def test_corrupted_columns_are_the_mean_over_corruptions(tmp_path):
     conv = tmp_path / "c100c"
     convert_release(folder, conv, progress=False)
 
-    refs = [BRANCHES / "b008-v1", BRANCHES / "b012-v2"]
+    refs = [BRANCHES / "b008-v1", BRANCHES / "b016-v2"]
     out = tmp_path / "study"
     _run(out, refs, epochs=None, limit=8, alphas=[0.5], corrupted_dataset=str(conv), severity=2,
          corruptions="fog,gaussian_noise")
@@ -462,7 +462,7 @@ def test_corrupted_columns_are_the_mean_over_corruptions(tmp_path):
     assert (row["c_acc_b"], row["c_loss_b"]) == (mean("1", "accuracy"), mean("1", "loss"))
     assert row["c_acc_gain"] == row["c_soup_acc"] - max(row["c_acc_a"], row["c_acc_b"])
     assert row["c_loss_gain"] == min(row["c_loss_a"], row["c_loss_b"]) - row["c_soup_loss"]
-    models = pq.read_table(out / "models.parquet").to_pylist()  # sorted by name: b008-v1, b012-v2
+    models = pq.read_table(out / "models.parquet").to_pylist()  # sorted by name: b008-v1, b016-v2
     assert [(m["c_acc"], m["c_loss"]) for m in models] == [(mean(k, "accuracy"), mean(k, "loss")) for k in "01"]
     # Another severity in the same folder would mix incomparable rows: refused, nothing written.
     from hfsoup.study.inputs import StudyInputError
@@ -492,3 +492,23 @@ def test_push_publishes_the_tables_as_a_dataset(reference, hub, capsys):
     pairs = Path(api.hf_hub_download("my-org/zoo-pairs", "pairs.parquet", repo_type="dataset"))
     assert pairs.read_bytes() == (reference / "pairs.parquet").read_bytes()
     assert pd.read_parquet(pairs).shape[0] == NUM_ROWS
+
+
+def test_report_of_a_pushed_study_reads_the_hub_dataset(reference, hub, tmp_path, monkeypatch, capsys):
+    """`hfsoup study report ORG/NAME` fetches the pushed tables (never re-evaluates) and reports beside the user."""
+    from hfsoup.cli import main
+    from hfsoup.study import figures
+
+    monkeypatch.setattr(figures, "write_figures", lambda analysis, folder, svg=True: {})  # drawn in their own tests
+    assert main(["study", "push", str(reference), "my-org/zoo-pairs2", "--json"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["study", "report", "my-org/zoo-pairs2", "--n-boot", "10", "--json"]) == 0
+    remote = json.loads(capsys.readouterr().out)
+    assert (tmp_path / "zoo-pairs2-report" / "summary.json").is_file()
+    assert main(["study", "report", str(reference), "--out", str(tmp_path / "local"), "--n-boot", "10",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["headline"] == remote["headline"]
+    assert main(["study", "report", "my-org/no-such-study", "--n-boot", "10"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-study" in err[0]

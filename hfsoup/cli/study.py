@@ -146,9 +146,14 @@ def _add_report_parser(sub) -> None:
         epilog=examples("""
             hfsoup study report runs/study
             hfsoup study report runs/study --out ./study-report --force --no-svg
-            hfsoup study report runs/study --json"""))
-    q.add_argument("study", metavar="STUDY", help="study folder (the --out of `hfsoup study run`)")
-    q.add_argument("--out", default=None, help="report folder (default: STUDY/report)")
+            hfsoup study report runs/study --json
+            hfsoup study report my-org/hfsoup-zoo-pairs --out ./zoo-report"""))
+    q.add_argument("study", metavar="STUDY",
+                   help="study folder (the --out of `hfsoup study run`), or the Hub dataset id of a pushed study")
+    q.add_argument("--out", default=None,
+                   help="report folder (default: STUDY/report; for a Hub dataset: ./NAME-report)")
+    q.add_argument("--revision", default=None, help="revision of the Hub dataset (branch, tag or commit)")
+    q.add_argument("--token", default=None, help=argparse.SUPPRESS)
     q.add_argument("--force", action="store_true", help="replace an existing report folder")
     q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of MDS (default: %(default)s)")
     q.add_argument("--n-boot", type=int, default=1000,
@@ -266,7 +271,17 @@ def cmd_report(args) -> None:
 
     if args.n_boot < 1:
         raise HfSoupError(f"--n-boot takes a positive number of resamples, got {args.n_boot}")
-    result = write_report(Path(args.study), args.out, force=args.force, seed=args.seed, n_boot=args.n_boot,
+    study, out = Path(args.study), args.out
+    if not study.exists() and "/" in args.study and not args.study.startswith((".", "/", "~")):
+        from hfsoup.study.publish import fetch_study
+
+        # the tables come from the HF cache, the report is written where the user is, not into the cache
+        out = out or f"{args.study.rstrip('/').split('/')[-1]}-report"
+        study = fetch_study(args.study, revision=args.revision, token=args.token)
+    elif not study.is_dir():
+        raise HfSoupError(f"'{args.study}' is not a study folder: pass the --out of `hfsoup study run`, or the Hub "
+                          f"dataset id (org/name) of a pushed study")
+    result = write_report(study, out, force=args.force, seed=args.seed, n_boot=args.n_boot,
                           svg=not args.no_svg)
     if args.json:
         print_json(result.summary)

@@ -139,3 +139,22 @@ def push_study(out: str | Path, repo_id: str, *, private: bool | None = None, cr
         return upload_folder(stage, repo_id, repo_type="dataset", private=private, revision=revision,
                              create_pr=create_pr, token=token,
                              commit_message=f"Upload the pair study {out.name} with hfsoup")
+
+
+def fetch_study(repo_id: str, *, revision: str | None = None, token: str | bool | None = None) -> Path:
+    """The folder of a study pushed with :func:`push_study`: its tables fetched from the Hub dataset ``repo_id``
+    (through the HF cache, so ``HF_HUB_OFFLINE=1`` works once fetched). Only the table files are downloaded."""
+    from huggingface_hub import snapshot_download
+
+    from hfsoup.errors import client_error_types, from_client_error
+
+    try:
+        folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token,
+                                        allow_patterns=[PAIRS_FILE, MODELS_FILE, STUDY_FILE]))
+    except client_error_types() as e:
+        raise from_client_error(e, f"study dataset '{repo_id}'", kind="dataset", repo_id=repo_id,
+                                revision=revision) from None
+    if not (folder / PAIRS_FILE).is_file():
+        raise HfSoupError(f"the Hub dataset '{repo_id}' has no {PAIRS_FILE}: is it a study pushed with "
+                          f"`hfsoup study push`?", repo_id=repo_id)
+    return folder
