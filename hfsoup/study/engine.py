@@ -361,16 +361,10 @@ def corrupted_mean(corrupted: dict[str, tuple[float, float]], index: int) -> flo
     return math.fsum(v[index] for v in corrupted.values()) / len(corrupted) if corrupted else None
 
 
-@dataclass
-class ModelOutputs:
-    """One model's outputs, on the device: test logits and features, accuracy and loss, and per corruption
-    ``(accuracy, loss)``."""
+class CorruptedMeans:
+    """``c_accuracy``/``c_loss``: the means over corruptions of a ``corrupted`` mapping (None without one)."""
 
-    logits: torch.Tensor
-    features: torch.Tensor
-    accuracy: float
-    loss: float
-    corrupted: dict[str, tuple[float, float]] = field(default_factory=dict)
+    corrupted: dict[str, tuple[float, float]]
 
     @property
     def c_accuracy(self) -> float | None:
@@ -379,6 +373,18 @@ class ModelOutputs:
     @property
     def c_loss(self) -> float | None:
         return corrupted_mean(self.corrupted, 1)
+
+
+@dataclass
+class ModelOutputs(CorruptedMeans):
+    """One model's outputs, on the device: test logits and features, accuracy and loss, and per corruption
+    ``(accuracy, loss)``."""
+
+    logits: torch.Tensor
+    features: torch.Tensor
+    accuracy: float
+    loss: float
+    corrupted: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -399,21 +405,13 @@ class PairSimilarity:
 
 
 @dataclass
-class SoupScores:
+class SoupScores(CorruptedMeans):
     """Scores of one soup: finite or not, test accuracy/loss, per corruption ``(accuracy, loss)``."""
 
     finite: bool
     accuracy: float | None = None
     loss: float | None = None
     corrupted: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    @property
-    def c_accuracy(self) -> float | None:
-        return corrupted_mean(self.corrupted, 0)
-
-    @property
-    def c_loss(self) -> float | None:
-        return corrupted_mean(self.corrupted, 1)
 
 
 class PairEngine:
