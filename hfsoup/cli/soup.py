@@ -137,6 +137,16 @@ def report(args: argparse.Namespace, recipe: str, ings: list, run: SoupRun) -> d
     return doc
 
 
+def _add_soup_output_and_eval_options(p) -> None:
+    """What `mix` and `soup` share: models, output, integer policy, --json, --eval-split data, CIFAR-100-C."""
+    add_model_options(p)
+    add_output_options(p)
+    _integer_policy_option(p)
+    add_json_option(p)
+    add_data_options(p, split_flag="--eval-split", default_split=None)
+    add_corrupted_options(p)
+
+
 # -- mix -------------------------------------------------------------------------------------------------------
 def _add_mix_parser(sub) -> None:
     p = sub.add_parser("mix", help="interpolate two models: (1-α)·A + α·B",
@@ -150,12 +160,7 @@ def _add_mix_parser(sub) -> None:
                            hfsoup mix ./a ./b --alpha 0.5 --out ./soup-ab --eval-split test --dataset ./cifar100 --json"""))
     p.add_argument("models", nargs="+", metavar="MODEL", help="two model references (Hub id[@rev], hf-hub:…, folder)")
     p.add_argument("--alpha", default="0.5", help="weight of the second model, or a comma list (default: 0.5)")
-    add_model_options(p)
-    add_output_options(p)
-    _integer_policy_option(p)
-    add_json_option(p)
-    add_data_options(p, split_flag="--eval-split", default_split=None)
-    add_corrupted_options(p)
+    _add_soup_output_and_eval_options(p)
     p.set_defaults(func=cmd_mix)
 
 
@@ -253,12 +258,7 @@ def _add_soup_parser(sub) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL", help="model references (Hub id[@rev], hf-hub:…, folder)")
     p.add_argument("--recipe", default="uniform" if "uniform" in names else names[0], choices=names,
                    metavar="RECIPE", help="soup recipe: " + ", ".join(names) + " (default: %(default)s)")
-    add_model_options(p)
-    add_output_options(p)
-    _integer_policy_option(p)
-    add_json_option(p)
-    add_data_options(p, split_flag="--eval-split", default_split=None)
-    add_corrupted_options(p)
+    _add_soup_output_and_eval_options(p)
     g = p.add_argument_group("held-out data (recipes that select or learn)")
     g.add_argument("--heldout-split", default=None, choices=list(HELDOUT_SPLITS),
                    help="held-out split used for every selection decision (default: val, the held-out 5%% of "
