@@ -80,6 +80,20 @@ class CorruptFileError(HfSoupError, ValueError):
         super().__init__(message, path=path, **fields)
 
 
+class UnsafeConfigError(CorruptFileError):
+    """A model's ``config.json`` holds an entry hfsoup refuses to pass to timm: an unknown key, an unregistered
+    architecture, or one that would make timm load another file (``checkpoint_path``, ``pretrained_cfg.file``…).
+
+    A :class:`CorruptFileError` (so a :class:`ValueError`); ``key`` names the refused entry (``model_args.x``),
+    ``path`` the config file when known.
+    """
+
+    key: str | None = None
+
+    def __init__(self, message: str = "", *, key: str | None = None, path=None, **fields):
+        super().__init__(message, key=key, path=path, **fields)
+
+
 class IncompatibleModelsError(HfSoupError, ValueError):
     """Ingredients differ in architecture, keys, shapes or dtypes. A :class:`ValueError`; ``keys`` lists the
     differing tensor names (empty for an architecture mismatch)."""
@@ -131,6 +145,17 @@ class OutputExistsError(HfSoupError, FileExistsError):
         super().__init__(message, path=path, **fields)
 
 
+class OutputOverlapsInputError(HfSoupError, ValueError):
+    """The output folder is, contains or lies inside an input model folder: writing (or ``--force`` replacing) it
+    would destroy an input. A :class:`ValueError`; ``path`` is the output, ``input`` the input folder."""
+
+    path = None
+    input = None
+
+    def __init__(self, message: str = "", *, path=None, input=None, **fields):
+        super().__init__(message, path=path, input=input, **fields)
+
+
 class PushError(HfSoupError, OSError):
     """Writing to the Hub failed (authentication, permissions, invalid id, rate limits, network).
 
@@ -150,6 +175,71 @@ class InvalidParameterError(HfSoupError, ValueError):
 
     def __init__(self, message: str, *, parameter: str | None = None):
         super().__init__(message, parameter=parameter)
+
+
+class InvalidRangeError(InvalidParameterError):
+    """A set of integers written as ranges (``--epochs 150-300,50``) is malformed: not numbers, a negative or
+    empty range. An :class:`InvalidParameterError`; ``parameter`` names the option, ``spec`` is what was given."""
+
+    spec: str | None = None
+
+    def __init__(self, message: str, *, parameter: str | None = None, spec: str | None = None):
+        super().__init__(message, parameter=parameter)
+        self.spec = spec
+
+
+class StorageError(HfSoupError, OSError):
+    """A file or folder cannot be written (or read) because of the machine, not of hfsoup: permission denied, a
+    read-only file system, a full disk or an exhausted quota. An :class:`OSError`; ``path`` names the file (the
+    user's path, not a temporary sibling) and ``errno`` the cause, when known."""
+
+    path: str | None = None
+
+    def __init__(self, message: str = "", *, path=None, **fields):
+        super().__init__(message, path=path, **fields)
+
+
+#: errno -> (what it means, what to do) for the failures of the machine that end a command as a user error.
+_STORAGE_ERRNOS: dict[str, tuple[str, str]] = {
+    "EACCES": ("permission denied", "check its permissions or choose another location"),
+    "EPERM": ("operation not permitted", "check its permissions or choose another location"),
+    "EROFS": ("read-only file system", "choose a writable location (e.g. another --out)"),
+    "ENOSPC": ("no space left on device", "free some disk space or choose another location"),
+    "EDQUOT": ("disk quota exceeded", "free some space or choose another location"),
+}
+
+
+def _user_path(path) -> str:
+    """``path`` with hfsoup's hidden temporary siblings (``.NAME.tmp-1a2b3c4d``, see ``hfsoup.core.files``)
+    replaced by the path the user named."""
+    import re
+
+    return re.sub(r"(^|[\\/])\.([^\\/]+)\.(?:tmp|old)-[0-9a-f]{8}(?=$|[\\/])", r"\1\2", str(path))
+
+
+def from_os_error(e: BaseException) -> StorageError | None:
+    """The one-line :class:`StorageError` for an :class:`OSError` of the machine (EACCES, EPERM, EROFS, ENOSPC,
+    EDQUOT), naming the path; ``None`` for any other exception (a bug, or an error mapped elsewhere). Writers
+    that are not Python (safetensors, torch) report a full disk in their message only: that is matched too."""
+    import errno as errno_module
+    import os
+
+    if isinstance(e, HfSoupError):
+        return None
+    codes = {getattr(errno_module, name): name for name in _STORAGE_ERRNOS if hasattr(errno_module, name)}
+    name = codes.get(getattr(e, "errno", None)) if isinstance(e, OSError) else None
+    if name is None:  # e.g. SafetensorError("... No space left on device (os error 28) ...")
+        text = str(e)
+        name = next((n for code, n in codes.items() if n in ("ENOSPC", "EDQUOT", "EROFS")
+                     and os.strerror(code) in text), None)
+        if name is None:
+            return None
+    meaning, todo = _STORAGE_ERRNOS[name]
+    path = getattr(e, "filename", None) if isinstance(e, OSError) else None
+    verb = "cannot access" if name in ("EACCES", "EPERM") else "cannot write"
+    where = f" '{_user_path(path)}'" if path is not None else ""
+    return StorageError(f"{verb}{where}: {meaning} ({name}): {todo}",
+                        path=_user_path(path) if path is not None else None, errno=getattr(e, "errno", None))
 
 
 # -- client exceptions ---------------------------------------------------------------------------------------------
@@ -221,6 +311,13 @@ def from_client_error(e: BaseException, what: str, *, kind: ErrorKind = "model",
     """
     if isinstance(e, HfSoupError):
         return e
+    cause = e.__cause__
+    if type(e).__name__ == "LocalEntryNotFoundError" and cause is not None and (
+            http_status(cause) is not None or is_connection_error(cause)):
+        # The client reports a file it could not look up and has not cached as "not in the local cache", raised
+        # from the real failure (a server error, a rate limit, no answer): report that one, not "offline".
+        return from_client_error(cause, what, kind=kind, repo_id=repo_id, revision=revision, filename=filename,
+                                 **fields)
     from huggingface_hub import constants
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, HFValidationError,
                                         LocalEntryNotFoundError, OfflineModeIsEnabled, RepositoryNotFoundError,
@@ -281,6 +378,8 @@ def from_client_error(e: BaseException, what: str, *, kind: ErrorKind = "model",
             msg = f"{what}: HTTP {status}: {detail}"
     elif is_connection_error(e):
         then = " and rerun the same command to resume" if push else ", or use the local cache with HF_HUB_OFFLINE=1"
+        if "Timeout" in type(e).__name__:  # the Hub (or a proxy) accepted the request and never answered
+            detail = "no answer in time (HFSOUP_HUB_TIMEOUT sets the limit)"
         msg = f"{what}: cannot reach the Hub at {endpoint} ({type(e).__name__}: {detail}): check your network{then}"
         if kind == "model":
             cls = OfflineError

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 import torch
 
 from hfsoup.errors import CorruptFileError, HfSoupError, IncompatibleModelsError
-from hfsoup.core.models import build_model
+from hfsoup.core.models import build_model, check_config
 from hfsoup.core.references import ModelRef, ResolvedModel, parse_reference, resolve
 from hfsoup.core.safetensors_io import SafetensorsReader, TensorInfo, read_safetensors_header, sha256_file
 
@@ -151,6 +151,7 @@ def load_ingredient(ref: str | os.PathLike | ModelRef, *, allow_pickle: bool = F
     except (ValueError, OSError) as e:
         raise CorruptFileError(f"{resolved.config_file} is not a timm config.json ({e})",
                                path=resolved.config_file) from None
+    check_config(config, source=resolved.config_file)  # refuse unsafe entries before anything is built
     if resolved.is_pickle:
         ing = Ingredient(resolved, config, {}, {})
         state = ing._load_pickle()

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -36,10 +37,77 @@ class TensorInfo:
     nbytes: int = 0
 
 
+#: Bytes per element of each safetensors dtype.
+ST_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+class _Invalid(ValueError):
+    """What is wrong with a safetensors file (turned into a :class:`CorruptFileError` with its name)."""
+
+
+def _is_uint(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def validate_header(header, data_size: int) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
+    """Check a parsed safetensors header as the ``safetensors`` library does, for a data section of ``data_size``
+    bytes: a JSON object; ``__metadata__`` absent, null or a str->str map; every tensor with a known dtype, a shape
+    of non-negative ints and ``data_offsets [begin, end]`` with ``end - begin == prod(shape) * itemsize``; the
+    tensors contiguous, non-overlapping and covering the data section exactly.
+
+    Returns ``(metadata, {key: (dtype, shape, begin, end)})``; raises :class:`ValueError` saying what is wrong.
+    """
+    if not isinstance(header, dict):
+        raise _Invalid(f"the header is JSON {type(header).__name__ if header is not None else 'null'}, "
+                       f"not an object")
+    metadata = header.get("__metadata__")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _Invalid("__metadata__ is not a map of strings to strings")
+    entries = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise _Invalid(f"tensor '{key}' is not a {{dtype, shape, data_offsets}} object")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in ST_ITEMSIZE:
+            raise _Invalid(f"tensor '{key}' has unknown dtype {dtype!r} (known: {', '.join(ST_ITEMSIZE)})")
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+            raise _Invalid(f"tensor '{key}' has an invalid shape {shape!r} (expected a list of non-negative ints)")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)
+                and offsets[0] <= offsets[1]):
+            raise _Invalid(f"tensor '{key}' has invalid data_offsets {offsets!r} (expected [begin, end], "
+                           f"0 <= begin <= end)")
+        begin, end = offsets
+        if end > data_size:
+            raise _Invalid(f"tensor '{key}' ends at byte {end} of the data section, which has only {data_size} "
+                           f"bytes (truncated file?)")
+        count = 1
+        for d in shape:
+            count *= d
+        if end - begin != count * ST_ITEMSIZE[dtype]:
+            raise _Invalid(f"tensor '{key}' has {end - begin} bytes but shape {shape} x {dtype} needs "
+                           f"{count * ST_ITEMSIZE[dtype]}")
+        entries[key] = (dtype, tuple(shape), begin, end)
+    position = 0
+    for key, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != position:
+            what = "overlaps the previous tensor" if begin < position else f"leaves a gap at byte {position}"
+            raise _Invalid(f"tensor '{key}' starts at byte {begin} and {what}")
+        position = end
+    if position != data_size:
+        raise _Invalid(f"the tensors cover {position} bytes but the data section has {data_size} (truncated or "
+                       f"trailing data)")
+    return {str(k): v for k, v in metadata.items()}, entries
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Keys, shapes, dtypes and offsets, plus ``__metadata__``, of a safetensors file, reading only its header.
 
-    Also checks that the file is as long as the header says, so a truncated download is caught up front.
+    The header is validated as the ``safetensors`` library does (:func:`validate_header`), so a truncated
+    download, overlapping or out-of-range tensors, or a header that is not an object are caught up front.
     Raises :class:`~hfsoup.errors.CorruptFileError` for anything that is not a valid safetensors file.
     """
     import torch
@@ -48,23 +116,65 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise _Invalid(f"the file has {size} bytes, fewer than the 8-byte header length")
+            (n,) = struct.unpack("<Q", prefix)
             if n > size - 8 or n > MAX_HEADER_BYTES:
-                raise ValueError("header length out of range")
-            header = json.loads(f.read(n))
-        metadata = header.pop("__metadata__", None) or {}
-        infos, end = {}, 0
-        for key, entry in header.items():
-            start, stop = entry["data_offsets"]
-            dtype = getattr(torch, ST_DTYPES[entry["dtype"]])
-            infos[key] = TensorInfo(tuple(entry["shape"]), dtype, 8 + n + start, stop - start)
-            end = max(end, stop)
-        if 8 + n + end > size:
-            raise ValueError(f"file is truncated ({size} bytes, header needs {8 + n + end})")
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise CorruptFileError(f"'{path}' is not a valid safetensors file ({e}); delete it and download or save "
+                raise _Invalid(f"header length {n} out of range (file has {size} bytes)")
+            raw = f.read(n)
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise _Invalid(f"the header is not valid UTF-8 JSON ({e})") from None
+        metadata, entries = validate_header(header, size - 8 - n)
+    except (OSError, _Invalid) as e:
+        raise CorruptFileError(f"'{path}' is not a valid safetensors file: {e}; delete it and download or save "
                                f"it again", path=path) from None
-    return infos, {str(k): str(v) for k, v in metadata.items()}
+    infos = {key: TensorInfo(shape, getattr(torch, ST_DTYPES[dtype]), 8 + n + begin, end - begin)
+             for key, (dtype, shape, begin, end) in entries.items()}
+    return infos, metadata
+
+
+def write_safetensors(path: str | Path, tensors: Mapping[str, "torch.Tensor"],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``tensors`` as a safetensors file with byte-reproducible content.
+
+    ``safetensors.save_file`` serialises ``__metadata__`` from a Rust hash map, whose order changes from one
+    process to the next; here the header is built in a fixed order (metadata keys sorted, tensors ordered as
+    ``safetensors`` orders them: larger item size first, then by name, so data stays aligned) and padded with
+    spaces to a multiple of 8 bytes. The result is a standard safetensors file. Not atomic: use
+    :func:`hfsoup.core.files.atomic_save`.
+    """
+    import torch
+
+    dtype_names = {getattr(torch, v): k for k, v in ST_DTYPES.items()}
+    items = []
+    for key, t in tensors.items():
+        if t.dtype not in dtype_names:
+            raise TypeError(f"tensor '{key}' has dtype {t.dtype}, which hfsoup does not write")
+        items.append((ST_ITEMSIZE[dtype_names[t.dtype]], str(key), t))
+    items.sort(key=lambda it: (-it[0], it[1]))
+    header: dict = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(metadata[k]) for k in sorted(metadata)}
+    offset = 0
+    for size, key, t in items:
+        nbytes = t.numel() * size
+        header[key] = {"dtype": dtype_names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    if sys.byteorder != "little":  # the format is little-endian; hfsoup writes native bytes
+        raise OSError("writing safetensors needs a little-endian machine")
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for _, _, t in items:
+            t = t.detach().cpu().contiguous()
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return Path(path)
 
 
 class SafetensorsReader:
@@ -126,4 +236,4 @@ def sha256_file(path: str | Path, chunk: int = 2**22) -> str:
 
 
 __all__ = ["TensorInfo", "read_safetensors_header", "SafetensorsReader", "encode_metadata", "decode_metadata",
-           "sha256_file", "ST_DTYPES"]
+           "sha256_file", "ST_DTYPES", "validate_header", "write_safetensors"]

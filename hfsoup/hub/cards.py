@@ -75,10 +75,11 @@ def soup_card(soup: "Soup", repo_id: str | None = None, sha256: str | None = Non
             base_models.append(hub_id)
     datasets_ = sorted({r.data["dataset"] for r in soup.results.values()
                         if "/" in r.data["dataset"] and not Path(r.data["dataset"]).exists()})
-    card_results = {
+    # Everything below is published: local paths become folder names (Soup.public), as in soup.json.
+    card_results = soup.public({
         split: dict(r.soup.to_dict(), dataset=r.data["dataset"], split=r.data["split"],
                     revision=r.data.get("revision"), config=r.data.get("config"))
-        for split, r in soup.results.items()}
+        for split, r in soup.results.items()})
     card_data = {"library_name": "timm", "license": "apache-2.0",
                  "tags": ["image-classification", "timm", "merge", "model-soup", "hfsoup"],
                  "pipeline_tag": "image-classification"}
@@ -91,11 +92,12 @@ def soup_card(soup: "Soup", repo_id: str | None = None, sha256: str | None = Non
                          eval_results=eval_results_for_card(card_results, dataset_name="dataset"))
     return render_card(
         "soup", card_data, title=(repo_id.split("/")[-1] if repo_id else f"{soup.recipe} soup"),
-        recipe=soup.recipe, parameters=soup.parameters, architecture=soup.architecture,
+        recipe=soup.recipe, parameters=soup.public(soup.parameters), architecture=soup.architecture,
         num_classes=soup.ingredients[0].num_classes, sha256=sha256 or "see soup.json", repo_id=repo_id,
-        ingredients=soup.describe_ingredients(),
-        results={s: {"models": {k: v.to_dict() for k, v in r.models.items()}, "gain": r.gain}
-                 for s, r in soup.results.items()})
+        ingredients=soup.public(soup.describe_ingredients()),
+        results=soup.public({s: {"models": {k: v.to_dict() for k, v in r.models.items()}, "gain": r.gain,
+                                 "precision": r.data.get("precision")}  # the evaluation numerics, with its check
+                             for s, r in soup.results.items()}))
 
 
 __all__ = ["render_card", "eval_results_for_card", "model_card", "soup_card"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from hfsoup.core.files import atomic_folder, atomic_save, atomic_write_text, check_output, dumps_json
 from hfsoup.core.references import CONFIG_NAME, SAFETENSORS_NAME
-from hfsoup.core.safetensors_io import decode_metadata, encode_metadata, sha256_file
+from hfsoup.core.safetensors_io import decode_metadata, encode_metadata, sha256_file, write_safetensors
+from hfsoup.errors import OutputOverlapsInputError
 from hfsoup.hub.cards import model_card, soup_card
 
 if TYPE_CHECKING:
@@ -62,13 +63,11 @@ def write_model_folder(out: str | Path, state_dict: Mapping[str, "torch.Tensor"]
     given it is written as ``soup.json`` with ``sha256`` set to the hash of ``model.safetensors``; ``card`` may be
     a function of that hash.
     """
-    from safetensors.torch import save_file
-
     out = Path(out)
     with atomic_folder(out, force=force) as tmp:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        # hfsoup's own writer, not safetensors.save_file: the same tensors and metadata give the same bytes.
         atomic_save(tmp / WEIGHTS_NAME,
-                    lambda p: save_file(tensors, str(p), metadata=encode_metadata(metadata or {})))
+                    lambda p: write_safetensors(p, state_dict, metadata=encode_metadata(metadata or {})))
         atomic_write_text(tmp / CONFIG_NAME, dumps_json(config))
         digest = sha256_file(tmp / WEIGHTS_NAME)
         if manifest is not None:
@@ -97,12 +96,51 @@ def save_model(model: "torch.nn.Module", out: str | Path, *, metadata: Mapping[s
     return write_model_folder(out, model.state_dict(), config, metadata=meta, card=card, force=force)
 
 
+def check_output_not_input(out: str | Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an output folder that is, contains or lies inside one of the ``inputs`` (symlinks resolved): writing
+    it, or replacing it with ``--force``, would destroy an input. Raises
+    :class:`~hfsoup.errors.OutputOverlapsInputError`."""
+    target = Path(out).expanduser().resolve()
+    for folder in inputs:
+        src = Path(folder).expanduser().resolve()
+        if target == src:
+            how = "is the input model folder"
+        elif src in target.parents:
+            how = "lies inside the input model folder"
+        elif target in src.parents:
+            how = "contains the input model folder"
+        else:
+            continue
+        raise OutputOverlapsInputError(f"output '{out}' {how} '{folder}': writing it would destroy an input; choose "
+                                       f"an --out outside every input folder", path=Path(out), input=Path(folder))
+
+
+def soup_input_folders(soup: "Soup") -> list[Path]:
+    """The folders a soup was read from: local ingredient folders, and the HF cache snapshots of Hub ones."""
+    return [ing.resolved.folder for ing in soup.ingredients]
+
+
+def check_outputs_not_inputs(outs: Iterable[str | Path | None], ingredients: Iterable) -> None:
+    """:func:`check_output_not_input` for each planned output (``None``: not saved) against the ingredients'
+    folders: lets a command fail before any averaging, not only when :func:`save_soup` writes."""
+    folders = [ing.resolved.folder for ing in ingredients]
+    for out in outs:
+        if out is not None:
+            check_output_not_input(out, folders)
+
+
 def save_soup(soup: "Soup", out: str | Path, *, force: bool = False, repo_id: str | None = None) -> Path:
-    """Write a soup in the Hub format (weights + metadata, timm config, card, ``soup.json``), atomically."""
+    """Write a soup in the Hub format (weights + metadata, timm config, card, ``soup.json``), atomically.
+
+    Refuses (:class:`~hfsoup.errors.OutputOverlapsInputError`) an ``out`` that is, contains or lies inside an
+    ingredient's folder, before anything is written.
+    """
+    check_output_not_input(out, soup_input_folders(soup))
     return write_model_folder(out, soup.state_dict, soup.config, metadata=soup.metadata(),
                               card=lambda digest: soup_card(soup, repo_id, sha256=digest),
                               manifest=soup.manifest(), force=force)
 
 
 __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME", "SOUP_MANIFEST_NAME", "HUB_FILES", "decode_metadata",
-           "timm_config", "write_model_folder", "save_model", "save_soup", "check_output"]
+           "timm_config", "write_model_folder", "save_model", "save_soup", "check_output", "check_output_not_input",
+           "check_outputs_not_inputs", "soup_input_folders"]
