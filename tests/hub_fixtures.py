@@ -17,7 +17,7 @@ import pytest
 
 from hub_server import DEFAULT_TOKEN, HubServer
 
-__all__ = ["hub", "hub_offline", "run_cli", "HubServer", "DEFAULT_TOKEN"]
+__all__ = ["hub", "hub_offline", "run_cli", "HubServer", "DEFAULT_TOKEN", "point_hf_at"]
 
 
 def _patch_hf(monkeypatch, endpoint: str, home: Path, offline: bool) -> dict:
@@ -54,6 +54,12 @@ def _patch_hf(monkeypatch, endpoint: str, home: Path, offline: bool) -> dict:
     monkeypatch.setattr(dconfig, "HUB_DATASETS_URL", endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
     monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", offline)
     return env
+
+
+def point_hf_at(monkeypatch, endpoint: str, home: Path, offline: bool = False) -> dict:
+    """Point this process's ``huggingface_hub`` (and ``datasets``) at ``endpoint`` with the HF home ``home``
+    (e.g. a closed port, to test a Hub that refuses connections); returns the matching environment."""
+    return _patch_hf(monkeypatch, endpoint, home, offline)
 
 
 @pytest.fixture

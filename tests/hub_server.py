@@ -5,7 +5,9 @@ It listens on ``127.0.0.1`` (a free port), keeps every repo in memory (commits w
 ``model_info``/``repo_info``, ``list_repo_tree``/``list_repo_files``, ``file_exists``, ``create_repo``,
 ``create_branch``, ``upload_folder``/``create_commit`` (regular uploads only: preupload always answers
 ``"regular"``, so no LFS/Xet), ``whoami`` and Collections. Tests can inject failures
-(:meth:`HubServer.fail_next`) and read the request log (:attr:`HubServer.requests`).
+(:meth:`HubServer.fail_next`: any status, e.g. 500 or 429, for any method and path), make the server accept
+connections and never answer (:attr:`HubServer.hang`, a stuck proxy), and read the request log
+(:attr:`HubServer.requests`). :func:`closed_port_endpoint` gives an endpoint where connections are refused.
 
 Auth: reads of public repos need no token; writes and private repos need ``Authorization: Bearer <token>`` with
 the server's token (:attr:`HubServer.token`). Unknown repos answer like the Hub: 401 without a token, 404 with one,
@@ -93,6 +95,9 @@ class HubServer:
         self.requests: list[tuple[str, str]] = []  # (method, path?query)
         self.failures: list[Failure] = []
         self.lock = threading.RLock()
+        #: While True, every request is accepted, logged and never answered (until stop()).
+        self.hang = False
+        self._release = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -112,6 +117,7 @@ class HubServer:
         return self
 
     def stop(self) -> None:
+        self._release.set()  # unblock the requests left hanging
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -209,6 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
         hub = self.hub
         with hub.lock:
             hub.requests.append((method, self.path))
+        if hub.hang:  # a stuck proxy: the connection is open, no answer ever comes
+            hub._release.wait(timeout=120)
+            self.close_connection = True
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self._json({"error": "body too large"}, 413)
@@ -558,6 +568,16 @@ class _Handler(BaseHTTPRequestHandler):
         raise HubError(404, f"no route for {self.path}")
 
 
+def closed_port_endpoint() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
 def wait_until(pred, timeout: float = 5.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -567,4 +587,4 @@ def wait_until(pred, timeout: float = 5.0) -> bool:
     return False
 
 
-__all__ = ["HubServer", "DEFAULT_TOKEN", "git_blob_sha1", "quote"]
+__all__ = ["HubServer", "DEFAULT_TOKEN", "git_blob_sha1", "quote", "closed_port_endpoint"]

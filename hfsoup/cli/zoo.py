@@ -35,16 +35,25 @@ def register(subparsers) -> None:
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         description="One repo per model ({org}/{prefix}-b{epoch:03d}-v{k}, "
                                     "{org}/{prefix}-trunk-e{epoch:03d}), one commit each, a Hub Collection and the "
-                                    "manifest repo {org}/hfsoup-zoo. Rerun the same command to resume after an "
+                                    "manifest repo {org}/hfsoup-zoo. Every model folder is published: the branches "
+                                    "and the trunk checkpoints they start from (the default config: 104 branches = "
+                                    "4 variants x 26 branch epochs, plus 30 trunk checkpoints); --branches-only "
+                                    "publishes the branches alone. Each card's usage snippet names its repo. "
+                                    "Rerun the same command to resume after an "
                                     "interruption: repos already pushed are skipped. Rate limits and server errors "
                                     "are retried with exponential backoff. The token comes from HF_TOKEN or "
                                     "`hf auth login` and is never printed.",
                         epilog=examples("""
                             hfsoup zoo push runs/zoo --org my-org --dry-run
+                            hfsoup zoo push runs/zoo --org my-org --branches-only
                             hfsoup zoo push runs/zoo --org my-org --private --collection-title "CIFAR-100 soup zoo\""""))
     q.add_argument("zoo", help="built zoo folder (trunk/, branches/)")
     q.add_argument("--org", required=True, help="Hub user or organisation that owns the repos")
-    q.add_argument("--prefix", default="resnet50-cifar100", help="repo name prefix (default: %(default)s)")
+    q.add_argument("--prefix", default=None,
+                   help="repo name prefix (default: ARCHITECTURE-DATASET of the zoo's zoo.yaml, e.g. "
+                        "resnet50-cifar100 for the default config)")
+    q.add_argument("--branches-only", action="store_true",
+                   help="publish the branches only, not the trunk checkpoints they start from")
     q.add_argument("--private", action="store_true", help="create the repos and the collection as private")
     q.add_argument("--dry-run", action="store_true", help="print the plan; no network call")
     q.add_argument("--collection-title", default=None, help="title of the Hub Collection (default: PREFIX model zoo)")
@@ -111,7 +120,7 @@ def cmd_zoo_push(args):
     log = None if args.json or args.dry_run else (lambda s: print(s, file=sys.stderr))
     res = push_zoo(args.zoo, args.org, prefix=args.prefix, private=args.private or None, dry_run=args.dry_run,
                    collection_title=args.collection_title, token=args.token, max_retries=args.max_retries,
-                   progress=progress, log=log)
+                   progress=progress, branches_only=args.branches_only, log=log)
     if args.json:
         print_json(res.to_dict())
         return res

@@ -124,6 +124,9 @@ def resolve(ref: ModelRef | str, *, allow_pickle: bool = False, token: str | boo
 def _download(ref: ModelRef, *, allow_pickle: bool, token, cache_dir) -> tuple[Path, str | None]:
     from huggingface_hub import snapshot_download
 
+    from hfsoup.core.hubclient import configure
+
+    configure()  # every Hub request times out (HFSOUP_HUB_TIMEOUT): a stuck proxy fails, it does not hang
     patterns = [CONFIG_NAME, SAFETENSORS_NAME] + ([PICKLE_NAME] if allow_pickle else [])
     where = f"{ref.repo_id}" + (f"@{ref.revision}" if ref.revision else "")
     try:

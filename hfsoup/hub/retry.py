@@ -1,6 +1,10 @@
-"""The one retry policy for Hub calls: back off on rate limits (429), server errors (5xx) and connection failures.
+"""The one retry policy for Hub calls: back off on rate limits (429) and server errors (5xx); retry a Hub that
+does not answer (connection refused, unreachable, timed out) once only, after a short wait.
 
-Everything else (401/403, 404, an invalid id, the offline mode) fails at once: retrying cannot fix it.
+Everything else (401/403, 404, an invalid id, the offline mode) fails at once: retrying cannot fix it. A Hub that
+does not answer is retried only once because a refused or dropped connection rarely heals within the minutes a
+backoff would wait, and the error says to rerun (pushes resume). Every request is bounded by
+``HFSOUP_HUB_TIMEOUT`` (:mod:`hfsoup.core.hubclient`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ T = TypeVar("T")
 MAX_RETRIES = 6
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 120.0
+#: Retries of one Hub operation when the Hub does not answer at all (no HTTP status): refused, unreachable, timed out.
+UNREACHABLE_RETRIES = 1
 
 
 def retry_after(e: BaseException) -> float | None:
@@ -51,18 +57,23 @@ def with_retries(fn: Callable[[], T], what: str, *, max_retries: int = MAX_RETRI
     """Call ``fn()``; on a transient failure (:func:`is_transient`) wait (:func:`backoff_delay`, honouring
     ``Retry-After``) and call it again, at most ``max_retries`` times.
 
-    A failure that is not transient, or the last one, is raised as the one-line :class:`~hfsoup.errors.HfSoupError`
-    of :func:`~hfsoup.errors.from_client_error` (``kind`` ``"push"`` by default; ``fields``, such as ``repo_id``,
+    A Hub that does not answer at all (a connection error or timeout) is retried at most
+    :data:`UNREACHABLE_RETRIES` times in all. A failure that is not transient, or the last one, is raised as the
+    one-line :class:`~hfsoup.errors.HfSoupError` of :func:`~hfsoup.errors.from_client_error` (``kind`` ``"push"`` by default; ``fields``, such as ``repo_id``,
     go to it). Exceptions that are not client errors (bugs) propagate unchanged.
     """
-    attempt = 0
+    from hfsoup.core.hubclient import configure
+
+    configure()  # every request times out (HFSOUP_HUB_TIMEOUT)
+    attempt = no_answer = 0
     while True:
         try:
             return fn()
         except HfSoupError:  # already mapped (some are OSErrors, which the next clause would catch)
             raise
         except client_error_types() as e:
-            if not is_transient(e) or attempt >= max_retries:
+            no_answer += http_status(e) is None
+            if not is_transient(e) or attempt >= max_retries or no_answer > UNREACHABLE_RETRIES:
                 label = f"{what} (gave up after {attempt + 1} attempts)" if attempt else what
                 raise from_client_error(e, label, kind=kind, **fields) from None
             delay = backoff_delay(attempt, base, max_wait, retry_after(e))
@@ -71,4 +82,4 @@ def with_retries(fn: Callable[[], T], what: str, *, max_retries: int = MAX_RETRI
 
 
 __all__ = ["with_retries", "is_transient", "retry_after", "backoff_delay", "MAX_RETRIES", "BACKOFF_BASE_S",
-           "BACKOFF_MAX_S"]
+           "BACKOFF_MAX_S", "UNREACHABLE_RETRIES"]

@@ -8,16 +8,22 @@ blob is identical, so an unchanged folder makes no new commit. Torch-free.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from hfsoup.errors import HfSoupError, InvalidParameterError
-from hfsoup.hub.format import CONFIG_NAME, HUB_FILES, WEIGHTS_NAME
+from hfsoup.hub.format import CARD_NAME, CONFIG_NAME, HUB_FILES, WEIGHTS_NAME
 from hfsoup.hub.retry import BACKOFF_BASE_S, MAX_RETRIES, with_retries
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+#: The model card's usage snippet before the repo id is known (model_cards/*.md render it when none was given).
+CARD_PLACEHOLDER = "hf-hub:ORG/NAME"
 #: Folders the Hub client never uploads (its own upload_folder ignores them too).
 _IGNORED_DIRS = (".git", ".cache")
 
@@ -40,6 +46,48 @@ class UploadResult:
 def _folder_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
                   if p.is_file() and not any(part in _IGNORED_DIRS for part in p.relative_to(folder).parts))
+
+
+def card_for_repo(text: str, repo_id: str) -> str:
+    """A model card's text with the placeholder of its usage snippet (``hf-hub:ORG/NAME``) replaced by the repo it
+    is pushed to, so that the snippet on the Hub runs as it is."""
+    return text.replace(CARD_PLACEHOLDER, f"hf-hub:{repo_id}")
+
+
+def card_placeholder(folder: str | Path) -> bool:
+    """Whether ``folder/README.md`` still holds the placeholder repo id."""
+    card = Path(folder) / CARD_NAME
+    try:
+        return card.is_file() and CARD_PLACEHOLDER in card.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+@contextmanager
+def card_staged(folder: str | Path, files: Sequence[str], repo_id: str) -> Iterator[Path]:
+    """The folder to upload ``files`` of ``folder`` from, with its card naming ``repo_id``: ``folder`` itself when
+    its ``README.md`` has no placeholder, else a temporary staging folder (hard links to the other files, copies
+    where links are impossible) whose ``README.md`` is :func:`card_for_repo`. The user's folder is never
+    modified."""
+    folder = Path(folder)
+    if CARD_NAME not in files or not card_placeholder(folder):
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="hfsoup-push-") as tmp:
+        stage = Path(tmp)
+        for name in files:
+            src, dst = folder / name, stage / name
+            if not src.is_file():
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if name == CARD_NAME:
+                dst.write_text(card_for_repo(src.read_text(encoding="utf-8"), repo_id), encoding="utf-8")
+                continue
+            try:
+                os.link(src, dst)  # no copy of the weights where the file system allows
+            except OSError:
+                shutil.copy2(src, dst)
+        yield stage
 
 
 def upload_folder(folder: str | Path, repo_id: str, *, repo_type: str = "model", files: Sequence[str] | None = None,
@@ -108,14 +156,18 @@ def push(folder: str | Path, repo_id: str, *, private: bool | None = None, creat
          commit_message: str | None = None) -> UploadResult:
     """Upload a model folder in hfsoup's Hub format (``model.safetensors``, ``config.json``, ``README.md``,
     ``soup.json`` where present) to the model repo ``repo_id`` as one commit, with :func:`upload_folder`
-    (creating the repo, and the branch ``revision``, if needed)."""
+    (creating the repo, and the branch ``revision``, if needed). A card whose usage snippet still says
+    ``hf-hub:ORG/NAME`` is uploaded naming ``repo_id`` (:func:`card_staged`; the local file is left as it is)."""
     folder = Path(folder)
     if not (folder / WEIGHTS_NAME).is_file() or not (folder / CONFIG_NAME).is_file():
         raise HfSoupError(f"'{folder}' is not a model folder ({WEIGHTS_NAME} and {CONFIG_NAME} needed): write one "
                           f"with hfsoup mix/soup --out first")
-    return upload_folder(folder, repo_id, repo_type="model", files=[f for f in HUB_FILES if (folder / f).is_file()],
-                         private=private, revision=revision, create_pr=create_pr, token=token,
-                         commit_message=commit_message)
+    files = [f for f in HUB_FILES if (folder / f).is_file()]
+    with card_staged(folder, files, repo_id) as stage:  # the card's usage snippet names repo_id
+        return upload_folder(stage, repo_id, repo_type="model", files=files, private=private, revision=revision,
+                             create_pr=create_pr, token=token,
+                             commit_message=commit_message or f"Upload {folder.name} with hfsoup")
 
 
-__all__ = ["UploadResult", "upload_folder", "push"]
+__all__ = ["UploadResult", "upload_folder", "push", "card_for_repo", "card_placeholder", "card_staged",
+           "CARD_PLACEHOLDER"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from hfsoup.core.ranges import IntRanges, parse_ranges
 from hfsoup.errors import HfSoupError
 
 __all__ = ["StudyModel", "Pair", "ModelSelection", "resolve_models", "read_pairs_file", "plan_pairs", "KINDS",
@@ -303,7 +304,7 @@ def resolve_models(sources: Sequence[str | Path], *, kinds: str | None = None, e
     return ModelSelection(models, source, source_kind)
 
 
-def _keep(entry: _Entry, kinds: str, epochs: set[int] | None, variants: set[int] | None) -> bool:
+def _keep(entry: _Entry, kinds: str, epochs: IntRanges | None, variants: IntRanges | None) -> bool:
     if kinds != "all" and entry.kind is not None and entry.kind != kinds:
         return False
     if epochs is not None and entry.epoch not in epochs:
@@ -339,23 +340,10 @@ def _assign_names(models: list[StudyModel]) -> None:
             m.name = f"{m.name}#{i}"
 
 
-def parse_int_set(spec: str | None, what: str) -> set[int] | None:
-    """``"150-300"`` or ``"50,60,100-120"`` → a set of ints (ranges inclusive); None or empty → no filter."""
-    if spec is None or not str(spec).strip():
-        return None
-    out: set[int] = set()
-    for part in str(spec).split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            a, b = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise StudyInputError(f"bad {what} '{spec}': use numbers and inclusive ranges, e.g. 150-300 or "
-                                  f"1,3") from None
-        if a < 0 or b < a:
-            raise StudyInputError(f"bad {what} '{spec}': range '{part}' is empty")
-        out.update(range(a, b + 1))
-    return out
+def parse_int_set(spec: str | None, what: str) -> IntRanges | None:
+    """``"150-300"`` or ``"50,60,100-120"`` → an :class:`~hfsoup.core.ranges.IntRanges` (ranges inclusive, never
+    expanded); None or empty → no filter. A bad spec raises :class:`~hfsoup.errors.InvalidRangeError`."""
+    return parse_ranges(spec, what)
 
 
 # ------------------------------------------------------------------------------------------------------ pairs

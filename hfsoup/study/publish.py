@@ -146,8 +146,10 @@ def fetch_study(repo_id: str, *, revision: str | None = None, token: str | bool 
     (through the HF cache, so ``HF_HUB_OFFLINE=1`` works once fetched). Only the table files are downloaded."""
     from huggingface_hub import snapshot_download
 
+    from hfsoup.core.hubclient import configure
     from hfsoup.errors import client_error_types, from_client_error
 
+    configure()  # a Hub that does not answer fails within HFSOUP_HUB_TIMEOUT
     try:
         folder = Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token,
                                         allow_patterns=[PAIRS_FILE, MODELS_FILE, STUDY_FILE]))

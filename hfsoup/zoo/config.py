@@ -29,6 +29,19 @@ class ConfigError(HfSoupError):
     """The zoo config is invalid."""
 
 
+def repo_prefix(architecture: str, dataset: str) -> str:
+    """The name prefix of a zoo's repos: ``{architecture}-{dataset}`` in Hub-friendly form, the architecture
+    without hfsoup's ``_cifar`` tag (the CIFAR stem) and the dataset as its last path part:
+    ``resnet50_cifar`` + ``uoft-cs/cifar100`` -> ``resnet50-cifar100``; ``resnet18_cifar`` + ``sklearn:digits``
+    -> ``resnet18-digits``."""
+    import re
+
+    arch = re.sub(r"_cifar(?=_|$)", "", str(architecture).split("/")[-1].split(":")[-1])
+    data = re.split(r"[/:\\]", str(dataset).rstrip("/\\"))[-1] or "data"
+    text = f"{arch}-{data}".lower()
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9.\-]+", "-", text)).strip("-.")[:64] or "zoo"
+
+
 @dataclass
 class DataConfig:
     dataset: str = "uoft-cs/cifar100"  # Hub id, local parquet folder, save_to_disk folder, or "sklearn:digits"
@@ -109,6 +122,11 @@ class ZooConfig:
         except KeyError:
             raise ConfigError(f"unknown variant {k}: the config defines {sorted(self.branches.variants)}") from None
 
+    @property
+    def repo_prefix(self) -> str:
+        """The name prefix of this zoo's repos (:func:`repo_prefix` of the architecture and the dataset)."""
+        return repo_prefix(self.train.architecture, self.data.dataset)
+
     def branch_data_seed(self, epoch: int, variant: int) -> int:
         return self.train.seed + self.branches.seed_stride * int(variant) + int(epoch)
 
@@ -155,29 +173,112 @@ class ZooConfig:
         return self
 
 
+#: Most branch epochs a config may list: each is a trunk checkpoint to train branches from.
+MAX_BRANCH_EPOCHS = 10_000
+
+
+def _typed(value, hint, where: str):
+    """``value`` checked against a field's type hint (int, float, bool, str, or one of them ``| None``), with an
+    actionable :class:`ConfigError`; YAML ints are accepted for floats."""
+    import types
+    import typing
+
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{where} must not be empty (null)")
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+        if t in (list, dict) and isinstance(value, t):
+            return value
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
+             dict: "a mapping"}
+    want = " or ".join(names.get(t, "null" if t is type(None) else getattr(t, "__name__", str(t))) for t in options)
+    raise ConfigError(f"{where} must be {want}, got {value!r}: fix it in the zoo config")
+
+
 def _from_dict(cls, d: dict | None, where: str):
+    import typing
+
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"section '{where}' must be a mapping of keys to values, got {d!r}")
     d = dict(d or {})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
-        raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
-    return cls(**d)
+        raise ConfigError(f"unknown key(s) in {where}: {', '.join(sorted(map(str, unknown)))} (known: "
+                          f"{', '.join(sorted(names))})")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _typed(v, hints[k], f"{where}.{k}") for k, v in d.items()})
+
+
+def _int(value, where: str) -> int:
+    return _typed(value, int, where)
+
+
+def _branch_epochs(e) -> list[int]:
+    """``branches.epochs``: a list of epochs or ``{start, stop, step}`` (stop inclusive), checked and bounded
+    before anything is expanded."""
+    if isinstance(e, dict):
+        unknown = set(e) - {"start", "stop", "step"}
+        if unknown or "start" not in e or "stop" not in e:
+            raise ConfigError(f"branches.epochs as a mapping takes start, stop and optionally step (e.g. {{start: 50, "
+                              f"stop: 300, step: 10}}), got {e!r}")
+        start, stop = _int(e["start"], "branches.epochs.start"), _int(e["stop"], "branches.epochs.stop")
+        step = _int(e.get("step", 1), "branches.epochs.step")
+        if step <= 0:
+            raise ConfigError(f"branches.epochs.step must be positive, got {step}")
+        epochs = range(start, stop + 1, step)  # a range object: its length costs nothing
+    elif isinstance(e, list):
+        epochs = [_int(x, f"branches.epochs[{i}]") for i, x in enumerate(e)]
+    else:
+        raise ConfigError(f"branches.epochs must be a list of epochs or {{start, stop, step}}, got {e!r}")
+    if len(epochs) > MAX_BRANCH_EPOCHS:
+        raise ConfigError(f"branches.epochs lists {len(epochs)} epochs (at most {MAX_BRANCH_EPOCHS}): use a larger "
+                          f"step or a shorter range")
+    return sorted(set(epochs))
+
+
+def _variants(v) -> dict:
+    if not isinstance(v, dict):
+        raise ConfigError(f"branches.variants must map variant numbers to scales, e.g. 1: {{lr_scale: 0.7, "
+                          f"momentum_scale: 1.1, weight_decay_scale: 0.8}}, got {v!r}")
+    out = {}
+    for k, scales in v.items():
+        try:
+            key = int(k)
+        except (TypeError, ValueError):
+            raise ConfigError(f"branches.variants: {k!r} is not a variant number") from None
+        if not isinstance(scales, dict):
+            raise ConfigError(f"branches.variants.{k} must map lr_scale, momentum_scale, weight_decay_scale to "
+                              f"numbers, got {scales!r}")
+        out[key] = {str(name): _typed(x, float, f"branches.variants.{k}.{name}") for name, x in scales.items()}
+    return out
 
 
 def config_from_dict(d: dict) -> ZooConfig:
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"the zoo config must be a mapping of sections (data, train, …), got {d!r}")
     d = dict(d or {})
     unknown = set(d) - {"data", "augment", "optim", "train", "branches", "swa"}
     if unknown:
-        raise ConfigError(f"unknown section(s) in the zoo config: {', '.join(sorted(unknown))}")
+        raise ConfigError(f"unknown section(s) in the zoo config: {', '.join(sorted(map(str, unknown)))}")
+    if d.get("branches") is not None and not isinstance(d["branches"], dict):
+        raise ConfigError(f"section 'branches' must be a mapping of keys to values, got {d['branches']!r}")
     branches = dict(d.get("branches") or {})
     if "variants" in branches:
-        branches["variants"] = {int(k): {kk: float(vv) for kk, vv in v.items()}
-                                for k, v in (branches["variants"] or {}).items()}
+        branches["variants"] = _variants(branches["variants"] or {})
     if "epochs" in branches:
-        e = branches["epochs"]
-        if isinstance(e, dict):  # {start, stop, step}
-            e = list(range(int(e["start"]), int(e["stop"]) + 1, int(e.get("step", 1))))
-        branches["epochs"] = sorted({int(x) for x in e})
+        branches["epochs"] = _branch_epochs(branches["epochs"])
     return ZooConfig(data=_from_dict(DataConfig, d.get("data"), "data"),
                      augment=_from_dict(AugmentConfig, d.get("augment"), "augment"),
                      optim=_from_dict(OptimConfig, d.get("optim"), "optim"),

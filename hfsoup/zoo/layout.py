@@ -32,7 +32,7 @@ CARD_NAME = "README.md"
 MODEL_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
 #: Metadata keys holding an exported model's scores.
 SCORE_KEYS = ("val_accuracy", "val_loss", "test_accuracy", "test_loss")
-#: Repo name prefix of published models.
+#: Repo name prefix of published models of the default config (:func:`zoo_prefix` derives a zoo's own).
 DEFAULT_PREFIX = "resnet50-cifar100"
 
 
@@ -117,6 +117,27 @@ def repo_name(kind: str, epoch: int, variant: int | None, prefix: str = DEFAULT_
     return f"{prefix}-trunk-e{int(epoch):03d}" if kind == "trunk" else f"{prefix}-{branch_name(epoch, variant)}"
 
 
+def zoo_prefix(root: str | Path) -> str:
+    """The repo name prefix of the zoo folder ``root``: ``{architecture}-{dataset}`` of the config it was built
+    with (``root/zoo.yaml``, see :func:`hfsoup.zoo.config.repo_prefix`), the default config's values standing in
+    for what it does not set (so the default zoo keeps ``resnet50-cifar100``). Lenient: the config is only read
+    for these two names, a missing or unreadable one gives :data:`DEFAULT_PREFIX`."""
+    import yaml
+
+    from hfsoup.zoo.config import DataConfig, TrainConfig, repo_prefix
+
+    try:
+        d = yaml.safe_load(config_copy_path(root).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return DEFAULT_PREFIX
+    d = d if isinstance(d, dict) else {}
+    train = d.get("train") if isinstance(d.get("train"), dict) else {}
+    data = d.get("data") if isinstance(d.get("data"), dict) else {}
+    arch, dataset = train.get("architecture"), data.get("dataset")
+    return repo_prefix(arch if isinstance(arch, str) else TrainConfig.architecture,
+                       dataset if isinstance(dataset, str) else DataConfig.dataset)
+
+
 # -- scanning a built zoo ----------------------------------------------------------------------------------------
 @dataclass
 class ZooModel:
@@ -168,12 +189,13 @@ def _int(meta: dict, key: str, where: Path) -> int:
                        f"written by hfsoup's training?", path=where) from None
 
 
-def scan_zoo(root: str | Path, prefix: str = DEFAULT_PREFIX) -> list[ZooModel]:
+def scan_zoo(root: str | Path, prefix: str | None = None) -> list[ZooModel]:
     """The exported model folders of a built zoo (``trunk/*``, ``branches/*``) with their metadata and file hashes,
-    sorted trunk first, then by epoch and variant."""
+    sorted trunk first, then by epoch and variant; repo names start with ``prefix`` (default: :func:`zoo_prefix`)."""
     from hfsoup.core.safetensors_io import sha256_file
 
     root = Path(root)
+    prefix = prefix or zoo_prefix(root)
     if not root.is_dir():
         raise ZooError(f"zoo folder '{root}' does not exist: build one with `hfsoup zoo build` first", path=root)
     models: dict[str, ZooModel] = {}

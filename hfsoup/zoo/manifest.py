@@ -13,17 +13,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from hfsoup.errors import InvalidParameterError
-from hfsoup.zoo.layout import DEFAULT_PREFIX, SCORE_KEYS, ZooError, ZooModel, scan_zoo
+from hfsoup.core.ranges import IntRanges, parse_ranges
+from hfsoup.zoo.layout import CARD_NAME, CONFIG_NAME, DEFAULT_PREFIX, SCORE_KEYS, WEIGHTS_NAME, ZooError, ZooModel, \
+    scan_zoo
 
 MANIFEST_REPO_NAME = "hfsoup-zoo"
 MANIFEST_NAME = "zoo.json"
 MANIFEST_FORMAT = "hfsoup-zoo/1"
 #: The hyperparameter scales a listing shows (paper Table 2).
 SCALE_KEYS = ("lr_scale", "momentum_scale", "weight_decay_scale")
+#: The files of a zoo model that hfsoup reads, hence the only ones ``hfsoup zoo pull`` downloads (a manifest may
+#: list others, a pickle say: they are never fetched).
+PULLED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, "soup.json")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_REPO_ID_RE = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
+#: A plain file name: no folder part, no "." / "..", no control characters (a manifest names files in a repo root).
+_FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}")
 
 
 class ZooManifestError(ZooError):
@@ -31,13 +36,50 @@ class ZooManifestError(ZooError):
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
+def check_repo_id(repo_id, where: str) -> str:
+    """``repo_id`` if it is a valid Hub model id ``org/name`` (``huggingface_hub.utils.validate_repo_id``: no
+    ``..``, ``--`` or ``//``, at most 96 characters), else :class:`ZooManifestError` naming ``where``. Checked
+    before any file system call: a repo id becomes a folder name on pull."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise ZooManifestError(f"{where}: {repo_id!r} is not a Hub repo id 'org/name'")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ZooManifestError(f"{where}: {repo_id!r} is not a valid Hub repo id ({str(e).splitlines()[0][:120]})",
+                               repo_id=repo_id) from None
+    return repo_id
+
+
+def _int_field(m: dict, key: str, where: str) -> None:
+    value = m.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ZooManifestError(f"{where}: {m['repo_id']} has {key} {value!r}, not a non-negative integer",
+                               repo_id=m["repo_id"])
+
+
 def validate_manifest(manifest, where: str) -> dict:
-    """Check the structure of a manifest; raise :class:`ZooManifestError` naming ``where`` otherwise."""
+    """Check a manifest's structure and the type of every field it is read for; raise :class:`ZooManifestError`
+    naming ``where`` otherwise.
+
+    Repo ids must be valid Hub ids and file names plain names (no folder part): a manifest comes from the Hub and
+    both become paths on pull. Files other than :data:`PULLED_FILES` may be listed; they are never downloaded.
+    """
     if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), list):
         raise ZooManifestError(f"{where} is not a zoo manifest (no 'models' list)")
+    for key in ("org", "prefix", "collection"):
+        if manifest.get(key) is not None and not isinstance(manifest[key], str):
+            raise ZooManifestError(f"{where}: '{key}' is {type(manifest[key]).__name__}, not a string")
+    seen: set[str] = set()
     for i, m in enumerate(manifest["models"]):
         if not isinstance(m, dict) or not isinstance(m.get("repo_id"), str) or "/" not in m["repo_id"]:
             raise ZooManifestError(f"{where}: model #{i} has no repo_id 'org/name'")
+        check_repo_id(m["repo_id"], f"{where}: model #{i}")
+        if m["repo_id"].lower() in seen:  # two models would share one folder
+            raise ZooManifestError(f"{where}: {m['repo_id']} is listed twice", repo_id=m["repo_id"])
+        seen.add(m["repo_id"].lower())
         if not isinstance(m.get("commit"), str) or not _SHA_RE.match(m["commit"]):
             raise ZooManifestError(f"{where}: {m['repo_id']} has no 40-hex commit sha (was the zoo pushed?)",
                                    repo_id=m["repo_id"])
@@ -45,9 +87,23 @@ def validate_manifest(manifest, where: str) -> dict:
         if not isinstance(files, dict) or not files or not all(
                 isinstance(v, str) and _SHA256_RE.match(v) for v in files.values()):
             raise ZooManifestError(f"{where}: {m['repo_id']} has no 'files' with sha256 hashes", repo_id=m["repo_id"])
+        bad = [n for n in files if not _FILE_NAME_RE.fullmatch(n) or n.strip(".") == ""]
+        if bad:
+            raise ZooManifestError(f"{where}: {m['repo_id']} lists the file {bad[0]!r}: only plain file names "
+                                   f"(no folders) are allowed", repo_id=m["repo_id"])
         if m.get("kind") not in ("trunk", "branch"):
             raise ZooManifestError(f"{where}: {m['repo_id']} has kind {m.get('kind')!r} (trunk or branch)",
                                    repo_id=m["repo_id"])
+        for key in ("epoch",) if m["kind"] == "trunk" else ("branch_epoch", "variant"):
+            _int_field(m, key, where)
+        for key in ("metadata", "scores"):
+            if m.get(key) is not None and not isinstance(m[key], dict):
+                raise ZooManifestError(f"{where}: {m['repo_id']} has '{key}' of type {type(m[key]).__name__}, not "
+                                       f"an object", repo_id=m["repo_id"])
+        for key, value in (m.get("scores") or {}).items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ZooManifestError(f"{where}: {m['repo_id']} has score {key} {value!r}, not a number",
+                                       repo_id=m["repo_id"])
     return manifest
 
 
@@ -81,26 +137,39 @@ def load_zoo_manifest(source: str | Path, *, token: str | bool | None = None) ->
 
 
 def _download_manifest(text: str, token) -> dict:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub import snapshot_download
 
+    from hfsoup.core.hubclient import configure
     from hfsoup.errors import client_error_types, from_client_error
 
     repo_id, _, revision = text.partition("@")
-    if not _REPO_ID_RE.fullmatch(repo_id):
+    if repo_id.count("/") != 1:
         raise ZooManifestError(f"'{text}' is not a manifest repo id (org/hfsoup-zoo), zoo.json file or zoo folder")
+    check_repo_id(repo_id, f"zoo manifest '{text}'")
+    configure()  # a Hub that does not answer fails within HFSOUP_HUB_TIMEOUT
     try:
-        path = hf_hub_download(repo_id, MANIFEST_NAME, revision=revision or None, token=token)
+        # snapshot_download, not hf_hub_download: when the Hub cannot be reached it falls back to the cache at
+        # once, where hf_hub_download retries the metadata request for minutes.
+        folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=[MANIFEST_NAME],
+                                        token=token))
     except client_error_types() as e:
-        if isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError):
-            # the repo exists but is not a manifest repo: say which one is
-            raise ZooManifestError(f"'{repo_id}' has no {MANIFEST_NAME}: pass the manifest repo "
-                                   f"({repo_id.split('/')[0]}/{MANIFEST_REPO_NAME}) written by `hfsoup zoo push`",
-                                   repo_id=repo_id) from None
         raise from_client_error(e, f"zoo manifest '{text}'", kind="model", repo_id=repo_id,
                                 revision=revision or None, filename=MANIFEST_NAME) from None
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        from huggingface_hub import constants
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        if constants.HF_HUB_OFFLINE:  # a cached snapshot of the repo without the manifest: it may exist online
+            raise from_client_error(LocalEntryNotFoundError(f"{MANIFEST_NAME} is not cached"),
+                                    f"zoo manifest '{text}'", kind="model", repo_id=repo_id,
+                                    revision=revision or None, filename=MANIFEST_NAME)
+        # the repo exists (the client listed it) but is not a manifest repo: say which one is
+        raise ZooManifestError(f"'{repo_id}' has no {MANIFEST_NAME}: pass the manifest repo "
+                               f"({repo_id.split('/')[0]}/{MANIFEST_REPO_NAME}) written by `hfsoup zoo push`",
+                               repo_id=repo_id)
     try:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ZooManifestError(f"{repo_id}/{MANIFEST_NAME} is not valid JSON", repo_id=repo_id) from None
     return validate_manifest(manifest, f"{repo_id}/{MANIFEST_NAME}")
@@ -157,21 +226,10 @@ def list_zoo(source: str | Path, *, token: str | bool | None = None, epochs: str
 
 
 # -- selection -----------------------------------------------------------------------------------------------------
-def parse_int_spec(spec: str | None, what: str) -> set[int] | None:
-    """``"150-300"``, ``"50,60,100-120"`` → a set of ints (ranges inclusive); ``None``/empty → no filter."""
-    if spec is None or not str(spec).strip():
-        return None
-    out: set[int] = set()
-    for part in str(spec).split(","):
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part.strip())
-        if not m:
-            raise InvalidParameterError(f"bad {what} '{spec}': use numbers and inclusive ranges, e.g. 150-300 or 1,3",
-                                        parameter=what)
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise InvalidParameterError(f"bad {what} '{spec}': range {lo}-{hi} is empty", parameter=what)
-        out.update(range(lo, hi + 1))
-    return out
+def parse_int_spec(spec: str | None, what: str) -> IntRanges | None:
+    """``"150-300"``, ``"50,60,100-120"`` → an :class:`~hfsoup.core.ranges.IntRanges` (ranges inclusive, never
+    expanded); ``None``/empty → no filter. A bad spec raises :class:`~hfsoup.errors.InvalidRangeError`."""
+    return parse_ranges(spec, what)
 
 
 def select_models(models: Iterable[dict], *, epochs: str | None = None, variants: str | None = None,
@@ -199,5 +257,5 @@ def repo_bar(total: int, desc: str, enabled: bool):
 
 
 __all__ = ["ZooModel", "ZooEntry", "ZooListing", "ZooManifestError", "validate_manifest", "load_zoo_manifest",
-           "local_manifest", "list_zoo", "select_models", "parse_int_spec", "MANIFEST_REPO_NAME", "MANIFEST_NAME",
+           "local_manifest", "list_zoo", "select_models", "parse_int_spec", "check_repo_id", "PULLED_FILES", "MANIFEST_REPO_NAME", "MANIFEST_NAME",
            "MANIFEST_FORMAT", "DEFAULT_PREFIX", "SCORE_KEYS", "SCALE_KEYS"]

@@ -17,7 +17,7 @@ from typing import Callable
 from hfsoup.core.files import atomic_write_json, atomic_write_text, dumps_json
 from hfsoup.errors import InvalidParameterError
 from hfsoup.hub.retry import BACKOFF_BASE_S, MAX_RETRIES, with_retries
-from hfsoup.zoo.layout import CARD_NAME, DEFAULT_PREFIX, ZooModel, scan_zoo
+from hfsoup.zoo.layout import CARD_NAME, ZooModel, scan_zoo, zoo_prefix
 from hfsoup.zoo.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_REPO_NAME, repo_bar
 
 STATE_NAME = ".push-state.json"
@@ -79,13 +79,34 @@ def _load_state(path: Path, org: str, prefix: str) -> dict:
     return {**fresh, **state}
 
 
-def plan_push(root: str | Path, org: str, *, prefix: str = DEFAULT_PREFIX) -> list[PushedModel]:
+def published_files(model: ZooModel, repo_id: str) -> dict[str, str]:
+    """The SHA-256 of each file of ``model`` as it is published to ``repo_id``: the local files', except a card
+    whose usage snippet is filled in with the repo id on the way (:func:`hfsoup.hub.upload.card_for_repo`)."""
+    import hashlib
+
+    from hfsoup.hub.upload import card_for_repo, card_placeholder
+
+    files = dict(model.files)
+    if CARD_NAME in files and card_placeholder(model.folder):
+        text = card_for_repo((Path(model.folder) / CARD_NAME).read_text(encoding="utf-8"), repo_id)
+        files[CARD_NAME] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return files
+
+
+def plan_push(root: str | Path, org: str, *, prefix: str | None = None,
+              branches_only: bool = False) -> list[PushedModel]:
     """What :func:`push_zoo` would do, without any network call: one :class:`PushedModel` per model folder with
-    status ``push``, or ``done`` when the state file says this exact content was already pushed."""
+    status ``push``, or ``done`` when the state file says this exact content was already pushed. ``prefix``
+    defaults to the zoo's own (:func:`~hfsoup.zoo.layout.zoo_prefix`); ``branches_only`` leaves out the trunk
+    checkpoints."""
     root = Path(root)
+    prefix = prefix or zoo_prefix(root)
     state = _load_state(root / STATE_NAME, org, prefix)
     rows = []
     for m in scan_zoo(root, prefix):
+        if branches_only and m.kind != "branch":
+            continue
+        m.files = published_files(m, f"{org}/{m.name}")  # the manifest records what the Hub holds
         pushed = state["repos"].get(f"{org}/{m.name}", {})
         done = pushed.get("files") == m.files
         rows.append(PushedModel(m, org, "done" if done else "push", pushed.get("commit") if done else None))
@@ -117,13 +138,18 @@ def manifest_card(manifest: dict) -> str:
 
 
 # -- push --------------------------------------------------------------------------------------------------------
-def push_zoo(root: str | Path, org: str, *, prefix: str = DEFAULT_PREFIX, private: bool | None = None,
+def push_zoo(root: str | Path, org: str, *, prefix: str | None = None, private: bool | None = None,
              dry_run: bool = False, collection_title: str | None = None, token: str | bool | None = None,
              max_retries: int = MAX_RETRIES, backoff: float = BACKOFF_BASE_S, progress: bool = True,
-             log: Callable[[str], None] | None = None) -> PushResult:
+             branches_only: bool = False, log: Callable[[str], None] | None = None) -> PushResult:
     """Publish a built zoo: one repo ``{org}/{name}`` per model folder (one commit with weights, config and card),
     a Hub Collection holding them, and the manifest ``zoo.json`` in ``{org}/hfsoup-zoo`` (also written to
     ``<root>/zoo.json``).
+
+    Every model folder is published: the branches and, unless ``branches_only``, the trunk checkpoints they start
+    from (the default config: 104 branches, 4 variants x 26 branch epochs, and 30 trunk checkpoints). Repo names
+    start with ``prefix``, by default the zoo's ``{architecture}-{dataset}`` (``resnet50-cifar100`` for the
+    default config, see :func:`~hfsoup.zoo.layout.zoo_prefix`). Each card's usage snippet names its repo.
 
     Resumable: ``<root>/.push-state.json`` (written atomically after every step) records what was pushed; a rerun
     skips repos whose recorded file hashes match the local ones, and the Hub client skips files whose remote blob
@@ -134,13 +160,21 @@ def push_zoo(root: str | Path, org: str, *, prefix: str = DEFAULT_PREFIX, privat
     root = Path(root)
     if not _ORG_RE.fullmatch(org or ""):
         raise InvalidParameterError(f"invalid --org '{org}': a Hub user or organisation name", parameter="org")
-    plan = plan_push(root, org, prefix=prefix)
+    prefix = prefix or zoo_prefix(root)
+    plan = plan_push(root, org, prefix=prefix, branches_only=branches_only)
+    from hfsoup.zoo.manifest import ZooManifestError, check_repo_id
+
+    for row in plan:  # a --prefix the Hub would refuse fails here, before any network call
+        try:
+            check_repo_id(row.repo_id, "zoo push")
+        except ZooManifestError as e:
+            raise InvalidParameterError(f"{e}: pass another --prefix", parameter="prefix") from None
     manifest_repo = f"{org}/{MANIFEST_REPO_NAME}"
     if dry_run:
         return PushResult(dry_run=True, models=plan, manifest_repo=manifest_repo)
     from huggingface_hub import HfApi
 
-    from hfsoup.hub.upload import upload_folder
+    from hfsoup.hub.upload import card_staged, upload_folder
 
     say = log or (lambda s: None)
     api = HfApi(token=token)
@@ -153,9 +187,10 @@ def push_zoo(root: str | Path, org: str, *, prefix: str = DEFAULT_PREFIX, privat
             say(f"{row.repo_id}: up to date @ {row.commit}")
             bar.update(1)
             continue
-        up = upload_folder(row.model.folder, row.repo_id, files=list(row.model.files), private=private, token=token,
-                           commit_message=f"Upload {row.model.name} with hfsoup", max_retries=max_retries,
-                           backoff=backoff)
+        with card_staged(row.model.folder, list(row.model.files), row.repo_id) as folder:
+            up = upload_folder(folder, row.repo_id, files=list(row.model.files), private=private, token=token,
+                               commit_message=f"Upload {row.model.name} with hfsoup", max_retries=max_retries,
+                               backoff=backoff)
         row.commit, row.status = up.commit, "pushed"
         state["repos"][row.repo_id] = {"commit": up.commit, "files": row.model.files}
         atomic_write_json(state_path, state)

@@ -1,5 +1,10 @@
 """Pulling a published zoo: the selected models of a manifest, each pinned to its commit sha, downloaded in
-parallel and verified against the manifest's SHA-256 hashes. Resumable."""
+parallel and verified against the manifest's SHA-256 hashes. Resumable.
+
+A manifest comes from the Hub, so it is untrusted: every repo id and file name is validated before any file
+system call (:func:`~hfsoup.zoo.manifest.validate_manifest`), every folder written is checked to lie inside the
+output folder, and only the files hfsoup reads (:data:`~hfsoup.zoo.manifest.PULLED_FILES`) are downloaded: a
+pickle listed by a manifest is never fetched."""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from pathlib import Path
 from hfsoup.core.files import atomic_write_json, replace_folder
 from hfsoup.errors import HfSoupError, InvalidParameterError
 from hfsoup.zoo.layout import ZooError
-from hfsoup.zoo.manifest import MANIFEST_NAME, ZooManifestError, load_zoo_manifest, repo_bar, select_models
+from hfsoup.zoo.manifest import (MANIFEST_NAME, PULLED_FILES, ZooManifestError, load_zoo_manifest, repo_bar,
+                                 select_models)
 
 PARTIAL_NAME = ".partial"
 
@@ -52,18 +58,37 @@ def mismatched_files(folder: Path, files: dict[str, str]) -> list[str]:
     return [n for n, h in files.items() if not (folder / n).is_file() or sha256_file(folder / n) != h]
 
 
+def pulled_files(m: dict) -> dict[str, str]:
+    """The files of manifest entry ``m`` that a pull downloads (name -> sha256): those hfsoup reads, no other."""
+    files = {n: h for n, h in m["files"].items() if n in PULLED_FILES}
+    if not files:
+        raise ZooManifestError(f"{m['repo_id']}: the manifest lists none of the files hfsoup reads "
+                               f"({', '.join(PULLED_FILES)}): nothing to pull", repo_id=m["repo_id"])
+    return files
+
+
+def _inside(out: Path, name: str) -> Path:
+    """``out/name``, checked to be a direct child of ``out`` once resolved (no ``..``, no link leading out)."""
+    path = (out / name).resolve()
+    if path.parent != out or name in (MANIFEST_NAME, PARTIAL_NAME):
+        raise ZooManifestError(f"repo name '{name}' would be written outside '{out}' or over its {MANIFEST_NAME}: "
+                               f"the manifest is not a zoo manifest hfsoup can pull", path=str(path))
+    return path
+
+
 def _pull_one(m: dict, out: Path, token) -> PulledModel:
     from huggingface_hub import snapshot_download
 
     name = m["repo_id"].split("/", 1)[1]
-    dest = out / name
-    if dest.is_dir() and not mismatched_files(dest, m["files"]):
+    files = pulled_files(m)
+    dest = _inside(out, name)
+    if dest.is_dir() and not mismatched_files(dest, files):
         return PulledModel(m["repo_id"], m["commit"], str(dest), "verified")
-    partial = out / PARTIAL_NAME / name
+    partial = _inside(out / PARTIAL_NAME, name)  # out/.partial/name, unless .partial is a link leading out
     partial.mkdir(parents=True, exist_ok=True)
-    snapshot_download(m["repo_id"], revision=m["commit"], local_dir=str(partial), allow_patterns=list(m["files"]),
+    snapshot_download(m["repo_id"], revision=m["commit"], local_dir=str(partial), allow_patterns=sorted(files),
                       token=token)
-    bad = mismatched_files(partial, m["files"])
+    bad = mismatched_files(partial, files)
     if bad:
         shutil.rmtree(partial, ignore_errors=True)
         raise ChecksumError(f"{m['repo_id']}@{m['commit'][:12]}: sha256 of {', '.join(bad)} does not match the "
@@ -85,9 +110,10 @@ def pull_zoo(source: str | Path, out: str | Path, *, epochs: str | None = None, 
     Raises :class:`ChecksumError` on a mismatch, :class:`~hfsoup.zoo.manifest.ZooManifestError` for a bad
     manifest; a failed download is the one-line error of :func:`hfsoup.errors.from_client_error`.
     """
+    from hfsoup.core.hubclient import configure
     from hfsoup.errors import client_error_types, from_client_error
 
-    manifest = load_zoo_manifest(source, token=token)
+    manifest = load_zoo_manifest(source, token=token)  # validates every repo id and file name first
     if manifest.get("local"):
         raise ZooManifestError(f"'{source}' is an unpublished zoo folder (no {MANIFEST_NAME} with commit shas): "
                                f"push it with `hfsoup zoo push` first, or use its folders directly", path=str(source))
@@ -97,8 +123,13 @@ def pull_zoo(source: str | Path, out: str | Path, *, epochs: str | None = None, 
     if not selected:
         raise ZooError(f"no model of the manifest matches the selection (epochs={epochs}, variants={variants}): "
                        f"see `hfsoup zoo list {source}`")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    for m in selected:  # before any file system call
+        pulled_files(m)
+        _inside(Path(out).resolve(), m["repo_id"].split("/", 1)[1])
+    given = Path(out)
+    given.mkdir(parents=True, exist_ok=True)
+    out = given.resolve()  # every folder written is checked to lie directly inside it
+    configure()  # a Hub that does not answer fails within HFSOUP_HUB_TIMEOUT
     pulled, errors = [], []
     bar = repo_bar(len(selected), "pull", progress)
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -125,7 +156,7 @@ def pull_zoo(source: str | Path, out: str | Path, *, epochs: str | None = None, 
         raise first
     order = {m["repo_id"]: i for i, m in enumerate(selected)}
     pulled.sort(key=lambda r: order[r.repo_id])
-    return PullResult(out=str(out), manifest=str(out / MANIFEST_NAME), models=pulled)
+    return PullResult(out=str(given), manifest=str(given / MANIFEST_NAME), models=pulled)
 
 
-__all__ = ["pull_zoo", "mismatched_files", "PulledModel", "PullResult", "ChecksumError"]
+__all__ = ["pull_zoo", "mismatched_files", "pulled_files", "PulledModel", "PullResult", "ChecksumError"]
