@@ -341,7 +341,9 @@ def test_print_json_writes_null_for_nan_and_inf(capsys, tmp_path):
                 "t": torch.tensor([0.5, float("nan")])})
     text = capsys.readouterr().out
     assert json.loads(text) == {"a": [1.5, None, str(tmp_path)], "b": None,
-                                "r": {"accuracy": None, "loss": 0.25, "num_samples": 3}, "t": [0.5, None]}
+                                "r": {"accuracy": None, "loss": 0.25, "num_samples": 3}, "t": [0.5, None],
+                                # what each null was (issue 11: say why a value is null)
+                                "non_finite": {"a[1]": "inf", "b": "nan", "r.accuracy": "-inf", "t[1]": "nan"}}
     assert text.index('"a"') < text.index('"b"') < text.index('"r"')  # sorted keys
     assert "NaN" not in text and "Infinity" not in text
     assert (short_name("org/name@v1"), short_name("hf-hub:org/x"), short_name(tmp_path / "m0")) == ("name", "x", "m0")

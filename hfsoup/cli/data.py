@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from hfsoup.cli.options import add_json_option, examples, progress_enabled
+from hfsoup.cli.options import add_json_option, examples, positive_int, progress_enabled
 from hfsoup.cli.output import print_json
 from hfsoup.errors import HfSoupError, InvalidParameterError
 
@@ -14,7 +14,11 @@ from hfsoup.errors import HfSoupError, InvalidParameterError
 def register(subparsers) -> None:
     """Add ``hfsoup data`` and its sub-commands."""
     p = subparsers.add_parser("data", help="prepare datasets (convert CIFAR-100-C to parquet and publish it)",
-                              description="Dataset preparation.")
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Dataset preparation.",
+                              epilog=examples("""
+                                  hfsoup data cifar100c --from ./CIFAR-100-C --out ./cifar100-c-parquet
+                                  hfsoup data cifar100c --from ./CIFAR-100-C.tar --push my-org/cifar100-c"""))
     sub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     q = sub.add_parser(
         "cifar100c", help="convert the original CIFAR-100-C release to a parquet Hub dataset (and push it)",
@@ -42,7 +46,8 @@ def register(subparsers) -> None:
                    help="check labels.npy against the test split of this CIFAR-100 dataset (Hub id or folder)")
     q.add_argument("--class-names-from", metavar="DATASET", default=None,
                    help="take the label names from this CIFAR-100 dataset (default: CIFAR-100's fine names)")
-    q.add_argument("--shard-rows", type=int, default=10_000, help="rows per parquet shard (default: %(default)s)")
+    q.add_argument("--shard-rows", type=positive_int, default=10_000,
+                   help="rows per parquet shard (default: %(default)s)")
     q.add_argument("--token", default=None, help=argparse.SUPPRESS)
     q.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     add_json_option(q)

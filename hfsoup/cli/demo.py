@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from hfsoup.cli.options import progress_enabled
+from hfsoup.cli.options import examples, positive_int, progress_enabled
 
 DESCRIPTION = ("The pair study of the paper, offline in about two minutes on the embedded mini-zoo: 24 "
                "resnet10_cifar_nano branches (6 branch epochs x 4 variants) trained on 160 images of scikit-learn's "
@@ -21,20 +21,27 @@ def register(subparsers) -> None:
     """Add ``hfsoup demo``."""
     p = subparsers.add_parser(
         "demo", help="the pair study and its report on the embedded mini-zoo, offline, in about two minutes",
-        description=DESCRIPTION)
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=DESCRIPTION,
+        epilog=examples("""
+            hfsoup demo
+            hfsoup demo --out ./demo --force --limit 360
+            hfsoup demo --rebuild --work runs/mini_zoo --out ./demo-rebuilt"""))
     p.add_argument("--out", default="hfsoup-demo", help="output folder (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.add_argument("--zoo", default=None, help="another zoo folder (default: the embedded mini-zoo)")
     p.add_argument("--rebuild", action="store_true",
-                   help="retrain the mini-zoo from scratch first (hfsoup zoo build code, ~10 min on 2 cores)")
+                   help="retrain the mini-zoo from scratch first (hfsoup zoo build code, ~6-10 min on 2 cores); "
+                        "its weights equal the committed ones bit for bit only with the same torch version, CPU "
+                        "capability (instruction set) and architecture, trained on one thread: the rebuild records "
+                        "these in build.json and says when they differ from the committed zoo's")
     p.add_argument("--work", default="runs/mini_zoo", help="training folder for --rebuild (default: %(default)s)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="evaluate on the first N test images (default: 200 of digits' 360, to stay near two "
                         "minutes on 2 cores; 360 for all)")
-    p.add_argument("--max-pairs", type=int, default=None, help=argparse.SUPPRESS)  # quick runs (tests)
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--max-pairs", type=positive_int, default=None, help=argparse.SUPPRESS)  # quick runs (tests)
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads for evaluation (default: torch's, all cores); --rebuild always trains "
-                        "with one thread so that the committed mini-zoo is reproduced bit for bit")
+                        "with one thread, one of the conditions for reproducing the committed mini-zoo")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
     p.set_defaults(func=cmd_demo)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 
 from hfsoup.cli.corrupted import add_corrupted_options, cmd_eval_corrupted, wants_corrupted
-from hfsoup.cli.options import (add_data_options, add_json_option, add_model_options, eval_options, examples,
-                                load_data)
-from hfsoup.cli.output import pct, print_json, table
+from hfsoup.cli.options import (SPLITS, add_data_options, add_deprecated_alias, add_json_option, add_model_options,
+                                eval_options, examples, load_data)
+from hfsoup.cli.output import loss_cell, non_finite_note, not_finite, pct, print_json, table
 
 
 def register(subparsers) -> None:
@@ -17,13 +17,16 @@ def register(subparsers) -> None:
                               description="Top-1 accuracy and mean cross-entropy of each model. A soup folder "
                                           "listed with all its ingredients also gets its soup gain.",
                               epilog=examples("""
-                                  hfsoup eval ./soup-ab ./a ./b --dataset uoft-cs/cifar100 --split test
-                                  hfsoup eval org/a@main --dataset ./cifar100-parquet --split val --limit 500 --json"""))
+                                  hfsoup eval ./soup-ab ./a ./b --dataset uoft-cs/cifar100 --eval-split test
+                                  hfsoup eval org/a@main --dataset ./cifar100-parquet --eval-split val --json"""))
     p.add_argument("models", nargs="+", metavar="MODEL")
     add_model_options(p)
-    add_data_options(p, split_flag="--split", default_split="test")
+    # The same spellings as mix/soup: --eval-split (soup also has --heldout-split, so a bare --split would be
+    # ambiguous there) and --dataset-revision (--revision is the branch written to, in push and data cifar100c).
+    add_data_options(p, split_flag="--eval-split", default_split="test")
     add_corrupted_options(p)
-    p.add_argument("--revision", dest="dataset_revision", default=None, help="alias of --dataset-revision")
+    add_deprecated_alias(p, "--split", "--eval-split", dest="split", choices=SPLITS)
+    add_deprecated_alias(p, "--revision", "--dataset-revision", dest="dataset_revision")
     add_json_option(p)
     p.set_defaults(func=cmd_eval)
 
@@ -66,7 +69,10 @@ def print_eval_table(doc: dict) -> None:
     rows = []
     for r in doc["models"]:
         g = r.get("gain")
-        rows.append([r.get("name", r["reference"]), pct(r["accuracy"]), f"{r['loss']:.4f}",
-                     f"{100 * g['accuracy_gain']:+.2f}" if g else "", f"{g['loss_gain']:+.4f}" if g else ""])
+        rows.append([r.get("name", r["reference"]), pct(r["accuracy"]), loss_cell(r["loss"]),
+                     f"{100 * g['accuracy_gain']:+.2f}" if g else "", loss_cell(g["loss_gain"], "+.4f") if g else ""])
     table(f"{d['dataset']} [{d['split']}, {d['num_samples']} images]",
           ["model", "accuracy", "loss", "acc gain", "loss gain"], rows)
+    note = non_finite_note([r.get("name", r["reference"]) for r in doc["models"] if not_finite(r["loss"])])
+    if note:
+        print(note)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import textwrap
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,49 @@ SPLITS = ["test", "val", "train", "train-main"]
 def examples(text: str) -> str:
     """An ``examples:`` epilog from an indented block of command lines (use with ``RawDescriptionHelpFormatter``)."""
     return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of counts and sizes (``--batch-size``, ``--limit``): an integer >= 1. A zero or negative
+    value would otherwise fail deep inside the command (``range()`` with step 0, an empty ``torch.cat``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse ``type`` of counts where 0 means "off" (``--recalibrate-bn``): an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+class DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option (kept for one release): stores into the new option's destination and
+    notes the rename on stderr, once per use. Declare with ``help=argparse.SUPPRESS`` and ``new="--new-flag"``."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"hfsoup: warning: {option_string} is deprecated here, use {self.new} (the old spelling will be "
+              f"removed in the next release)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(p: argparse.ArgumentParser, old: str, new: str, dest: str, **kwargs) -> None:
+    """Accept ``old`` as a hidden, deprecated spelling of ``new`` (same ``dest``; ``kwargs``: ``choices``…)."""
+    p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS, **kwargs)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -44,11 +88,25 @@ def add_data_options(p: argparse.ArgumentParser, *, split_flag: str, default_spl
     g.add_argument("--dataset-revision", default=None, help="dataset revision (branch, tag or commit)")
     g.add_argument("--image-column", default=None, help="image column (default: img or image)")
     g.add_argument("--label-column", default=None, help="label column (default: fine_label or label)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only (quick runs)")
-    g.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default: %(default)s)")
+    g.add_argument("--limit", type=positive_int, default=None, help="evaluate on the first N images only (quick runs)")
+    g.add_argument("--batch-size", type=positive_int, default=500,
+                   help="evaluation batch size (default: %(default)s)")
     g.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    add_precision_option(g)
     # SUPPRESS: `hfsoup -q mix …` (the top-level flag) is not reset to False by the sub-command's default.
     g.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+
+#: ``--precision`` values (:data:`hfsoup.eval.precision.PRECISIONS`; repeated here to keep --help torch-free).
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def add_precision_option(g) -> None:
+    """``--precision fp32|bf16|auto`` of every evaluating command (``g``: a parser or an argument group)."""
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="evaluation numerics: auto = bf16 autocast only where the device has native bf16 (CUDA, "
+                        "CPUs with AMX/AVX-512 BF16) and a check on a few batches finds the same results, else "
+                        "fp32 (default: %(default)s)")
 
 
 def add_output_options(p: argparse.ArgumentParser, *, default_out: str | None = None) -> None:
@@ -80,5 +138,6 @@ def load_data(args: argparse.Namespace) -> ImageData:
 
 
 def eval_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments of the evaluation functions: ``batch_size``, ``device``, ``progress``."""
-    return {"batch_size": args.batch_size, "device": args.device, "progress": progress_enabled(args)}
+    """Keyword arguments of the evaluation functions: ``batch_size``, ``device``, ``progress``, ``precision``."""
+    return {"batch_size": args.batch_size, "device": args.device, "progress": progress_enabled(args),
+            "precision": getattr(args, "precision", "auto")}

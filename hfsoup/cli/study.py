@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from hfsoup.cli.options import examples, progress_enabled
+from hfsoup.cli.options import add_deprecated_alias, add_precision_option, examples, positive_int, progress_enabled
 from hfsoup.cli.output import console, print_json, table
 from hfsoup.errors import HfSoupError
 
@@ -86,7 +86,8 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--dataset-revision", default=None, help="dataset revision (branch, tag or commit)")
     g.add_argument("--image-column", default=None, help="image column (default: img or image)")
     g.add_argument("--label-column", default=None, help="label column (default: fine_label or label)")
-    g.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only (quick runs)")
+    g.add_argument("--limit", type=positive_int, default=None,
+                   help="evaluate on the first N test images only (quick runs)")
     g.add_argument("--corrupted-dataset", default=None,
                    help="CIFAR-100-C parquet dataset (Hub id or folder from `hfsoup data cifar100c`)")
     g.add_argument("--corrupted-revision", default=None, help="revision of the corrupted dataset")
@@ -94,7 +95,7 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--corruptions", default="all",
                    help="comma list of corruptions, 'common' (15) or 'all' (19) (default: %(default)s)")
     g = q.add_argument_group("execution")
-    g.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default: %(default)s)")
+    g.add_argument("--batch-size", type=positive_int, default=500, help="evaluation batch size (default: %(default)s)")
     g.add_argument("--device", default=None, help="torch device (default: the Accelerate device, cuda if available)")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="compute only the rows of shard I of N (0-based; for job arrays without a launcher)")
@@ -107,6 +108,7 @@ def _add_run_parser(sub) -> None:
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the forward pass: compiled once per batch shape, faster soups; "
                         "the numbers then differ from `hfsoup mix` in the last bits (recorded as the precision)")
+    add_precision_option(g)
     g.add_argument("--allow-pickle", action="store_true",
                    help="accept pytorch_model.bin when no safetensors exist (loaded with weights_only=True)")
     g.add_argument("--token", default=None, help=argparse.SUPPRESS)
@@ -152,7 +154,8 @@ def _add_report_parser(sub) -> None:
                    help="study folder (the --out of `hfsoup study run`), or the Hub dataset id of a pushed study")
     q.add_argument("--out", default=None,
                    help="report folder (default: STUDY/report; for a Hub dataset: ./NAME-report)")
-    q.add_argument("--revision", default=None, help="revision of the Hub dataset (branch, tag or commit)")
+    q.add_argument("--dataset-revision", default=None, help="revision of the Hub dataset (branch, tag or commit)")
+    add_deprecated_alias(q, "--revision", "--dataset-revision", dest="dataset_revision")
     q.add_argument("--token", default=None, help=argparse.SUPPRESS)
     q.add_argument("--force", action="store_true", help="replace an existing report folder")
     q.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of MDS (default: %(default)s)")
@@ -205,7 +208,7 @@ def cmd_run(args) -> None:
         epochs=args.epochs, variants=args.variants, pairs_file=Path(args.pairs) if args.pairs else None,
         integer_policy=args.integer_policy, batch_size=args.batch_size, device=args.device, shard=shard,
         retry_failed=args.retry_failed, merge=not args.no_merge,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None, compile=args.compile,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, compile=args.compile, precision=args.precision,
         allow_pickle=args.allow_pickle, token=args.token, progress=progress_enabled(args))
     result = run_study(config)
     if int(os.environ.get("RANK", "0") or 0) != 0:
@@ -277,7 +280,7 @@ def cmd_report(args) -> None:
 
         # the tables come from the HF cache, the report is written where the user is, not into the cache
         out = out or f"{args.study.rstrip('/').split('/')[-1]}-report"
-        study = fetch_study(args.study, revision=args.revision, token=args.token)
+        study = fetch_study(args.study, revision=args.dataset_revision, token=args.token)
     elif not study.is_dir():
         raise HfSoupError(f"'{args.study}' is not a study folder: pass the --out of `hfsoup study run`, or the Hub "
                           f"dataset id (org/name) of a pushed study")

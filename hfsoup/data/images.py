@@ -9,6 +9,7 @@ trains on). Greedy soup and RADIN only ever read ``val``.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -40,6 +41,8 @@ class ImageData:
     indices_sha256: str | None = None  # hash of the chosen row indices (held-out splits)
     _fingerprint: str | None = field(default=None, repr=False)
     _normalized: dict = field(default_factory=dict, repr=False)
+    label_column: str | None = None  # the column the labels were read from (named in label errors)
+    _labels_checked: set = field(default_factory=set, repr=False)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -65,12 +68,68 @@ class ImageData:
 
     def subset(self, n: int) -> "ImageData":
         return ImageData(self.images[:n], self.labels[:n], self.class_names, self.dataset, self.split,
-                         self.revision, self.indices_sha256)
+                         self.revision, self.indices_sha256, label_column=self.label_column)
+
+    def check_labels(self, num_classes: int | None = None) -> None:
+        """Raise :class:`DatasetError` naming the label column, the value and its row when a label is outside
+        ``[0, num_classes)`` (the model's classes; by default the dataset's own class names, when it has them).
+
+        Cross-entropy would silently ignore -100 and fail on other values, so every evaluation against labels
+        checks them first. Negative labels are always refused. Checked once per ``num_classes``.
+        """
+        limit = int(num_classes) if num_classes is not None else (
+            len(self.class_names) if self.class_names else None)
+        if limit in self._labels_checked:
+            return
+        check_label_values(self.labels, limit, column=self.label_column, dataset=self.dataset, split=self.split,
+                           of_model=num_classes is not None)
+        self._labels_checked.add(limit)
 
     def describe(self) -> dict:
         """Provenance recorded with every result."""
         return {"dataset": self.dataset, "revision": self.revision, "split": self.split, "num_samples": len(self),
                 "fingerprint": self.fingerprint, "indices_sha256": self.indices_sha256}
+
+
+def check_label_values(labels: torch.Tensor, num_classes: int | None, *, column: str | None = None,
+                       dataset: str | None = None, split: str | None = None, of_model: bool = True) -> None:
+    """Raise :class:`DatasetError` when a label is negative or (``num_classes`` given) ``>= num_classes``: the
+    message names the column (when known), the first bad value and its row, and what to do."""
+    if labels.numel() == 0:
+        return
+    bad = labels < 0
+    if num_classes is not None:
+        bad |= labels >= num_classes
+    if not bool(bad.any()):
+        return
+    row = int(bad.nonzero()[0, 0])
+    value = int(labels[row])
+    where = f"label column '{column}'" if column else "the labels"
+    if dataset:
+        where += f" of '{dataset}'" + (f" [{split}]" if split else "")
+    if value < 0:
+        outside = "a negative label (-100 and -1 mark unlabelled rows; cross-entropy would skip -100 silently)"
+    else:
+        whose = "the model's" if of_model else "the dataset's"
+        outside = f"outside {whose} {num_classes} classes [0, {num_classes})"
+    holds = "holds" if column else "hold"
+    raise DatasetError(f"{where} {holds} {value} at row {row}: {outside}: pass the right column with "
+                       f"--label-column, or a dataset with the model's classes", dataset=dataset, column=column,
+                       split=split)
+
+
+def looks_like_path(dataset: str) -> bool:
+    """Whether a ``--dataset`` value is meant as a local path rather than a Hub id (``org/name``): it starts with
+    ``./``, ``../``, ``/`` or ``~``, has more than one ``/`` (a Hub id has at most one), a backslash on Windows,
+    or a data file suffix."""
+    text = str(dataset)
+    seps = ("/", os.sep, os.altsep or "/")
+    if text in (".", "..") or text.startswith(("~", *seps)) or any(text.startswith(f".{s}") or text.startswith(
+            f"..{s}") for s in seps):
+        return True
+    if os.sep != "/" and os.sep in text:
+        return True
+    return text.count("/") >= 2 or text.lower().endswith((".parquet", ".arrow", ".csv", ".json", ".jsonl"))
 
 
 def heldout_indices(num_rows: int, test_size: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> tuple[list, list]:
@@ -114,6 +173,10 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
 
         return load_sklearn_split(dataset, split)
     path = Path(dataset).expanduser()
+    if not path.exists() and looks_like_path(dataset):
+        # Not a Hub id: saying "not found on the Hub" would send the user to the wrong place.
+        raise DatasetError(f"local dataset '{dataset}' does not exist: check the path (a parquet folder or file, "
+                           f"or a save_to_disk folder), or pass a Hub dataset id (org/name)", dataset=dataset)
     try:
         if path.exists():
             if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
@@ -134,6 +197,9 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
         msg = first_line(e)
         if "split" in msg.lower():  # the dataset is there, the split is not
             raise DatasetError(f"'{dataset}' has no '{split}' split ({msg})", dataset=dataset, split=split) from None
+        if path.exists() and type(e).__module__.startswith("pyarrow"):  # ArrowInvalid: not parquet/arrow data
+            raise DatasetError(f"local dataset '{dataset}' cannot be read ({type(e).__name__}: {msg[:160]}): pass a "
+                               f"parquet file or folder, or a save_to_disk folder", dataset=dataset) from None
         raise from_client_error(e, f"dataset '{dataset}'", kind="dataset", dataset=dataset,
                                 revision=revision) from None
     except Exception as e:  # noqa: BLE001 - datasets raises many types (FileNotFound, ConnectionError, HTTP errors…)
@@ -154,24 +220,38 @@ def _pick_column(columns: Sequence[str], wanted: str | None, candidates: Sequenc
                        f"{', '.join(columns)}): name it with {option}")
 
 
-def decode_images(values, size: int | None = 32) -> np.ndarray:
-    """Decode a batch of image values (PIL images, ``{"bytes": …}`` dicts or arrays) to uint8 N x H x W x 3."""
+def decode_images(values, size: int | None = 32, *, column: str | None = None, first_row: int = 0,
+                  dataset: str | None = None) -> np.ndarray:
+    """Decode a batch of image values (PIL images, ``{"bytes": …}`` dicts or arrays) to uint8 N x H x W x 3.
+
+    A value that is not an image raises :class:`DatasetError` naming ``column`` and the row (``first_row`` + its
+    position in the batch)."""
     from PIL import Image
     import io
 
     out = []
-    for v in values:
-        if isinstance(v, dict):
-            v = Image.open(io.BytesIO(v["bytes"])) if v.get("bytes") else Image.open(v["path"])
-        if isinstance(v, Image.Image):
-            v = v.convert("RGB")
-            if size and v.size != (size, size):
-                v = v.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(v, dtype=np.uint8)
-        else:
-            arr = np.asarray(v, dtype=np.uint8)
-            if arr.ndim == 2:
-                arr = np.repeat(arr[..., None], 3, axis=-1)
+    for i, v in enumerate(values):
+        try:
+            if isinstance(v, dict):
+                v = Image.open(io.BytesIO(v["bytes"])) if v.get("bytes") else Image.open(v["path"])
+            if isinstance(v, Image.Image):
+                v = v.convert("RGB")
+                if size and v.size != (size, size):
+                    v = v.resize((size, size), Image.BILINEAR)
+                arr = np.asarray(v, dtype=np.uint8)
+            else:
+                arr = np.asarray(v, dtype=np.uint8)
+                if arr.ndim == 2:
+                    arr = np.repeat(arr[..., None], 3, axis=-1)
+            if arr.ndim != 3 or arr.shape[-1] != 3 or (size and arr.shape[:2] != (size, size)):
+                raise ValueError(f"an array of shape {tuple(arr.shape)}, not an RGB image"
+                                 + (f" of {size}x{size}" if size else ""))
+        except (OSError, ValueError, TypeError, KeyError, SyntaxError) as e:  # PIL raises all of these
+            where = f"image column '{column}'" if column else "an image"
+            where += f" of '{dataset}'" if dataset else ""
+            raise DatasetError(f"{where}: row {first_row + i} cannot be decoded ({type(e).__name__}: "
+                               f"{first_line(e)[:120]}): fix or drop that row, or name the image column with "
+                               f"--image-column", dataset=dataset, column=column) from None
         out.append(arr)
     return np.stack(out)
 
@@ -202,7 +282,7 @@ def to_image_data(ds, *, dataset: str, split: str, revision: str | None = None, 
     bar = tqdm(total=len(ds), desc=f"decoding {split}", unit="img", disable=not progress, leave=False)
     for start in range(0, len(ds), batch_size):
         batch = ds[start:start + batch_size]
-        arr = decode_images(batch[img_col], size=image_size)
+        arr = decode_images(batch[img_col], size=image_size, column=img_col, first_row=start, dataset=dataset)
         if images is not None:
             images[start:start + len(arr)] = arr
         else:
@@ -216,9 +296,11 @@ def to_image_data(ds, *, dataset: str, split: str, revision: str | None = None, 
     bar.close()
     if images is None:
         images = np.concatenate(chunks)
-    return ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
+    data = ImageData(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
                      class_names, dataset, split, revision,
-                     _indices_hash(indices) if indices is not None else None)
+                     _indices_hash(indices) if indices is not None else None, label_column=lab_col)
+    data.check_labels()  # negative labels, or labels past the dataset's own class names: wrong for any model
+    return data
 
 
 def load_image_data(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision: str | None = None,
