@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hfsoup.cli.options import eval_options, load_data, progress_enabled
-from hfsoup.cli.output import console, print_json
+from hfsoup.cli.output import console, print_json, unique_names
 from hfsoup.errors import HfSoupError
 
 if TYPE_CHECKING:
@@ -73,7 +73,8 @@ def _evaluate(args: argparse.Namespace, models: dict, results: CorruptedResults 
     check_corrupted_selection(args)
     return evaluate_corrupted(models, corrupted_source(args), args.corruptions, args.severity,
                               revision=args.corrupted_revision, limit=args.limit, batch_size=max(args.batch_size, 1),
-                              device=args.device, progress=progress_enabled(args), results=results)
+                              device=args.device, progress=progress_enabled(args), results=results,
+                              precision=getattr(args, "precision", "auto"))
 
 
 # -- mix / soup ------------------------------------------------------------------------------------------------
@@ -175,8 +176,11 @@ def print_eval_tables(doc: dict) -> None:
     out = console()
     d = doc["corrupted_data"]
     sevs = d["severities"]
+    # Short unique names (folder name, or the shortest distinct path suffix): a full path is cut by the terminal.
+    names = unique_names(row["reference"] for row in doc["models"])
     for row in doc["models"]:
-        t = Table(title=escape(f"{row['reference']} on CIFAR-100-C ({d['dataset']}, {d['config']}): accuracy / loss"))
+        t = Table(title=escape(f"{names[str(row['reference'])]} on CIFAR-100-C ({d['dataset']}, {d['config']}): "
+                               f"accuracy / loss"))
         t.add_column("corruption")
         for s in sevs:
             t.add_column(f"s{s}", justify="right")
@@ -209,11 +213,12 @@ def print_soup_tables(doc: dict) -> None:
     for s in sevs:
         t.add_column(f"s{s}", justify="right")
         t.add_column(f"gain s{s}", justify="right")
+    names = unique_names(cor["ingredients"])  # short and distinct: full paths would be cut to the same text
     for ref, r in cor["ingredients"].items():
         cells = []
         for s in sevs:
             cells += [_cell(r["mean"][f"s{s}"]), ""]
-        t.add_row(escape(ref), *cells)
+        t.add_row(escape(names[str(ref)]), *cells)
     for sp in cor["soups"]:
         cells = []
         for s in sevs:

@@ -8,13 +8,18 @@ training images keep the best model below the ceiling of digits, leaving soups r
 ``hfsoup study run`` (:func:`hfsoup.study.run.run_study`: every pair's midpoint soup, its gain and the pair's
 similarity) and ``hfsoup study report`` (:func:`hfsoup.study.report.write_report`) on it, prints the headline
 numbers, and compares the uniform, greedy and RADIN soups of the whole zoo with its best model.
-``hfsoup demo --rebuild`` retrains the mini-zoo from scratch with the same code.
+``hfsoup demo --rebuild`` retrains the mini-zoo from scratch with the same code. The result is bit for bit the
+committed mini-zoo only under the same conditions: the same torch version, the same CPU instruction set (the
+kernels torch picks, ``torch.backends.cpu.get_cpu_capability()``) and one training thread. The rebuild records them
+in ``build.json`` beside the weights and says, in one line, when this machine's differ from the committed zoo's.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -54,8 +59,68 @@ def asset_dir() -> Path:
 
 
 # -- rebuilding --------------------------------------------------------------------------------------------------
-def package_zoo(work: Path, dest: Path, cfg) -> dict:
-    """Copy the trunk checkpoints at branch epochs and every branch of ``work`` to ``dest``, weights as float16."""
+#: The record of the conditions a mini-zoo was built under, beside its weights.
+BUILD_FILE = "build.json"
+#: The conditions a bit-for-bit rebuild needs to share with the committed mini-zoo: the torch version, the CPU
+#: instruction set its kernels use, the CPU architecture, and the number of training threads (a reduction split
+#: over threads sums in another order). The other recorded fields (OS, Python) are for information.
+REPRODUCIBILITY_KEYS = ("torch", "cpu_capability", "machine", "threads")
+
+
+def build_conditions(threads: int | None = 1) -> dict:
+    """This machine's conditions for a (re)build with ``threads`` torch threads (None: torch's current count)."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "system": platform.system(), "platform": platform.platform(),
+            "python": platform.python_version(), "threads": int(threads or torch.get_num_threads())}
+
+
+def read_build_record(zoo: str | Path) -> dict | None:
+    """The ``build.json`` of a zoo folder (None when it has none, or an unreadable one)."""
+    path = Path(zoo) / BUILD_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def conditions_note(recorded: dict | None, current: dict) -> str | None:
+    """One line saying why a rebuild under ``current`` conditions may not reproduce the zoo built under
+    ``recorded`` ones (None when every :data:`REPRODUCIBILITY_KEYS` condition matches)."""
+    if not recorded:
+        return ("note: the committed mini-zoo records no build conditions (build.json), so this rebuild may not "
+                "reproduce its weights bit for bit")
+    diff = [f"{k} {recorded.get(k)} there, {current.get(k)} here" for k in REPRODUCIBILITY_KEYS
+            if recorded.get(k) != current.get(k)]
+    if not diff:
+        return None
+    return (f"note: the committed mini-zoo was built under other conditions ({'; '.join(diff)}): the rebuilt "
+            f"weights will differ from it (bit for bit needs the same torch version, CPU capability, architecture "
+            f"and thread count), and the demo's numbers may differ from the documented ones")
+
+
+def compare_weights(a: str | Path, b: str | Path) -> tuple[int, int]:
+    """(models whose tensors are identical, models compared) between two packaged zoos, folder by folder."""
+    from safetensors.torch import load_file
+
+    a, b = Path(a), Path(b)
+    same = total = 0
+    for fa in sorted(a.glob("*/*/model.safetensors")):
+        fb = b / fa.relative_to(a)
+        if not fb.is_file():
+            continue
+        total += 1
+        ta, tb = load_file(str(fa)), load_file(str(fb))
+        same += ta.keys() == tb.keys() and all(ta[k].dtype == tb[k].dtype and ta[k].shape == tb[k].shape
+                                               and bool((ta[k] == tb[k]).all()) for k in ta)
+    return same, total
+
+
+def package_zoo(work: Path, dest: Path, cfg, conditions: dict | None = None) -> dict:
+    """Copy the trunk checkpoints at branch epochs and every branch of ``work`` to ``dest``, weights as float16;
+    ``conditions`` (:func:`build_conditions`) are recorded in ``dest/build.json``."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -80,12 +145,19 @@ def package_zoo(work: Path, dest: Path, cfg) -> dict:
         logs = {p.stem: [json.loads(line) for line in p.read_text().splitlines()]
                 for p in (work / "logs").glob("*.jsonl")}
         (tmp / "training_logs.json").write_text(json.dumps(logs, separators=(",", ":")), encoding="utf-8")
+        if conditions is not None:
+            record = {"conditions": conditions, "reproducibility_keys": list(REPRODUCIBILITY_KEYS),
+                      "models": len(folders)}
+            (tmp / BUILD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return {"models": len(folders), "dest": str(dest)}
 
 
 def rebuild(work: str | Path, dest: str | Path | None = None, *, threads: int | None = 1, progress: bool = True,
-            fresh: bool = True) -> dict:
-    """Train the mini-zoo in ``work`` with :func:`hfsoup.zoo.build.build` and package it into ``dest``."""
+            fresh: bool = True, log=None) -> dict:
+    """Train the mini-zoo in ``work`` with :func:`hfsoup.zoo.build.build` and package it into ``dest`` (with its
+    ``build.json``). Before training, ``log`` (default: stderr) gets one line when this machine's conditions differ
+    from those recorded by the committed mini-zoo (:func:`conditions_note`); after, one line saying how many
+    models came out identical to the committed ones. The result holds both (``note``, ``identical``)."""
     import torch
 
     from hfsoup.zoo.build import build
@@ -93,8 +165,15 @@ def rebuild(work: str | Path, dest: str | Path | None = None, *, threads: int | 
 
     import yaml
 
+    log = log or (lambda text: print(text, file=sys.stderr))
     if threads:
         torch.set_num_threads(threads)
+    conditions = build_conditions(threads)
+    committed = asset_dir()
+    recorded = (read_build_record(committed) or {}).get("conditions")
+    note = conditions_note(recorded, conditions)
+    if note:
+        log(note)
     work = Path(work)
     if fresh and work.exists():
         shutil.rmtree(work)
@@ -102,8 +181,14 @@ def rebuild(work: str | Path, dest: str | Path | None = None, *, threads: int | 
     t0 = time.time()
     build(cfg, work, cpu=True, progress=progress)
     seconds = time.time() - t0
-    res = package_zoo(work, Path(dest) if dest else asset_dir(), cfg)
-    res["train_seconds"] = seconds
+    dest = Path(dest) if dest else committed
+    res = package_zoo(work, dest, cfg, conditions=conditions)
+    res.update(train_seconds=seconds, conditions=conditions, note=note, identical=None)
+    if dest.resolve() != committed.resolve():  # (rebuilding into the package replaces what it compares with)
+        same, total = compare_weights(dest, committed)
+        res["identical"] = [same, total]
+        log(f"rebuilt mini-zoo: {same} of {total} models bit for bit identical to the committed one (as packaged, "
+            f"float16)" + ("" if same == total else f"; the conditions of each build are in {BUILD_FILE}"))
     return res
 
 

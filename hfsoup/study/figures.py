@@ -132,10 +132,15 @@ def _rho_text(c: Any) -> str:
     return f"Spearman ρ = {c.rho:+.2f} (n = {c.n})"
 
 
-def _empty(ax: Any, text: str) -> None:
+def _empty(ax: Any, text: str, *, title: str = "", xlabel: str = "", ylabel: str = "") -> None:
+    """A panel without data: the reason in its middle, and still its title and axis labels, so that a reader
+    knows what would be drawn there."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=COLORS["neutral"])
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
 
 
 # ---------------------------------------------------------------------------------------------------- figures
@@ -150,7 +155,8 @@ def gain_cdf(r: GainDistribution, folder: Path, svg: bool = True) -> list[Path]:
         for ax, (key, stats, xlabel, color) in zip(axes[0], panels):
             x, y = r.plot.get(key, (np.empty(0), np.empty(0)))
             if stats is None or x.size == 0:
-                _empty(ax, f"no {key} gains")
+                _empty(ax, f"no {key} gains", title=f"{'Accuracy' if key == 'acc' else 'Loss'} gain",
+                       xlabel=xlabel, ylabel="soups with gain ≤ x (%)")
                 continue
             ax.step(x, y * 100, where="post", color=color, lw=1.5, label=f"this study (n = {stats.n})")
             ax.axvline(0, color=COLORS["neutral"], lw=0.8, ls=":")
@@ -180,7 +186,8 @@ def gain_vs_shared_epochs(r: SharedEpochsAnalysis, folder: Path, svg: bool = Tru
         for ax, curves, unit, title in ((axes[0, 0], r.acc, "points", "accuracy gain"),
                                         (axes[0, 1], r.loss, "nats", "loss gain")):
             if curves is None:
-                _empty(ax, "no loss gains")
+                _empty(ax, "no loss gains", title=f"P({title} > k) vs shared epochs", xlabel=_bins_note(r.bins),
+                       ylabel=f"P({title} > k) (%)")
                 continue
             cmap = matplotlib.colormaps["viridis"]
             ks = curves.greater_than
@@ -196,6 +203,7 @@ def gain_vs_shared_epochs(r: SharedEpochsAnalysis, folder: Path, svg: bool = Tru
             ax.set_ylim(-2, 102)
             ax.set_title(f"P({title} > k) vs shared epochs")
             ax.legend(loc="best")
+        fig.suptitle("Gain over the better ingredient (loss gain: its loss − the soup's), 95 % Wilson intervals")
         return _save(fig, folder, "gain_vs_shared_epochs", svg)
 
 
@@ -209,7 +217,8 @@ def gain_quantiles_vs_shared_epochs(r: SharedEpochsAnalysis, folder: Path, svg: 
         for ax, curves, ylabel, color in ((axes[0, 0], r.acc, "accuracy gain (points)", COLORS["acc"]),
                                           (axes[0, 1], r.loss, "loss gain (nats)", COLORS["loss"])):
             if curves is None:
-                _empty(ax, "no loss gains")
+                _empty(ax, "no loss gains", title=f"{ylabel.split(' (')[0].capitalize()} quantiles vs shared epochs",
+                       xlabel=_bins_note(r.bins), ylabel=ylabel)
                 continue
             q = {k: np.array([np.nan if v is None else v for v in vals], dtype=float)
                  for k, vals in curves.quantiles.items()}
@@ -407,7 +416,7 @@ def transitivity_failure(r: TransitivityAnalysis, folder: Path, svg: bool = True
         for ax, rows, xlabel in ((axes[0, 0], r.failure_by_shared_epochs, "shared epochs of the triple (ABC)"),
                                  (axes[0, 1], r.failure_by_epoch_diff, "branch-epoch difference |B − C|")):
             if not rows:
-                _empty(ax, "unknown epochs")
+                _empty(ax, "unknown epochs", xlabel=xlabel, ylabel="p_fail (%)")
                 continue
             props = [row["p_fail"] for row in rows]
             p, lo, hi = _prop_arrays(props)
@@ -488,7 +497,7 @@ def robustness(r: RobustnessAnalysis, folder: Path, svg: bool = True) -> list[Pa
             ax.set_ylim(-2, 102)
             ax.legend(loc="best")
         else:
-            _empty(ax, "shared epochs unknown")
+            _empty(ax, "shared epochs unknown", xlabel="shared epochs", ylabel="P(gain > 0) (%)")
         ax.set_title("P(positive) vs shared epochs", fontsize=9)
         sev = f" (severity {r.severity:g})" if r.severity is not None else ""
         fig.suptitle(f"Robustness: corrupted vs clean soup gain{sev} — paper: ρ 0.99 all, 0.61 positive")

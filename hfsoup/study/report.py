@@ -262,6 +262,9 @@ def _section_overview(doc: _Doc, a: StudyAnalysis, tables: StudyTables, study_di
     doc.p(f"Study folder: `{study_dir.name}`. {o.n_soups} midpoint soups (α = 0.5) of {o.n_models} models from "
           f"{o.n_rows} table rows ({o.n_ok} ok, {o.n_failed} failed); α values run: "
           f"{', '.join(f'{x:g}' for x in o.alphas) or 'none'}.")
+    test_data = _test_data_text(tables.study)
+    if test_data:
+        doc.p(test_data)
     if o.ingredient_acc:
         acc = o.ingredient_acc
         doc.p(f"Ingredient test accuracy: {_fmt(acc['min'] * 100, '.1f')} % to {_fmt(acc['max'] * 100, '.1f')} % "
@@ -279,6 +282,26 @@ def _section_overview(doc: _Doc, a: StudyAnalysis, tables: StudyTables, study_di
           "score intervals for proportions, percentile bootstrap for AUROCs.")
     doc.h(2, "Headline: this study and the paper")
     doc.table(["finding", "this study", "paper"], [(r["finding"], r["ours"], r["paper"]) for r in headline(a)])
+
+
+def _test_data_text(study: dict) -> str | None:
+    """The test data of the study (``study.json`` settings): the split's size, how many images were evaluated,
+    and what one image is worth in accuracy points, on them and on the whole split. None when not recorded."""
+    settings = study.get("settings") if isinstance(study, dict) else None
+    if not isinstance(settings, dict):
+        return None
+    n, total = settings.get("num_samples"), settings.get("split_size")
+    if not isinstance(n, int) or n <= 0:
+        return None
+    text = f"Test data: `{settings.get('dataset')}`, {settings.get('split') or 'test'} split"
+    if isinstance(total, int) and total > n:
+        text += (f" of {total:,} images, the first {n:,} evaluated (`--limit {settings.get('limit') or n}`): one "
+                 f"image is {100 / n:.2f} accuracy points here ({100 / total:.2f} on the whole split).")
+    elif isinstance(total, int) and total == n:
+        text += f" of {n:,} images, all evaluated: one image is {100 / n:.2f} accuracy points."
+    else:
+        text += f", {n:,} images evaluated: one image is {100 / n:.2f} accuracy points."
+    return text + " A gain of one or two images is within the noise of one test set."
 
 
 def _short(value: Any, limit: int = 160) -> str:
