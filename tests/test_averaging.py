@@ -220,3 +220,99 @@ def test_mix_models_is_the_registry_entry_of_mix(model_dirs):
         hfsoup.get_recipe("mix").load()(model_dirs)
     with pytest.raises(hfsoup.HfSoupError, match=r"--alpha must be <= 1, got 1.5"):
         hfsoup.get_recipe("mix").load()(model_dirs[:2], alpha=1.5)
+
+
+# -- the tiled engine against the untiled loop it replaced -------------------------------------------------------
+
+
+def _untiled_average(state_dicts, weights, acc_dtype=torch.float64):
+    """The engine before tiling (one model-sized accumulator per tensor), float tensors only: the reference."""
+    equal = all(w == weights[0] for w in weights)
+    out = {}
+    for key, first in state_dicts[0].items():
+        if not first.dtype.is_floating_point:
+            continue
+        acc = None
+        for w, sd in zip(weights, state_dicts):
+            t, scale = sd[key], (1.0 if equal else w)
+            if acc is None:
+                acc = t.to(acc_dtype, copy=True)
+                if scale != 1.0:
+                    acc.mul_(scale)
+            else:
+                acc.add_(t, alpha=scale)
+        if equal and len(state_dicts) > 1:
+            acc.div_(len(state_dicts))
+        out[key] = acc.to(first.dtype)
+    return out
+
+
+def _random_models(tmp_path, n, dtype):
+    """Models whose tensors span many magnitudes (rounding of the sums matters), saved in hfsoup's format."""
+    dirs = []
+    for i in range(n):
+        model = hfsoup.build_model(hfsoup.load_ingredient(str(save_model_dir(tmp_path / f"s{i}", seed=i))).config,
+                                   None)
+        gen = torch.Generator().manual_seed(100 + i)
+        with torch.no_grad():
+            for p in model.parameters():
+                scale = 10.0 ** (torch.rand((), generator=gen).item() * 8 - 4)
+                p.copy_(torch.randn(p.shape, generator=gen) * scale + torch.randn((), generator=gen))
+        dirs.append(hfsoup.hub.format.save_model(model.to(dtype), tmp_path / f"r{i}"))
+    return dirs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_tiled_engine_is_bit_identical_to_the_untiled_loop(tmp_path, monkeypatch, dtype):
+    from hfsoup.core import averaging
+
+    dirs = _random_models(tmp_path, 5, dtype)
+    sds = [_sd(d) for d in dirs]
+    ings = hfsoup.load_ingredients([str(d) for d in dirs])
+    cases = [([0.2] * 5, torch.float64), ([0.123456789, 0.3, 0.076543211, 0.25, 0.25], torch.float64),
+             ([0.5, 0.5, 0, 0, 0], torch.float64), ([0.1, 0.2, 0.3, 0.15, 0.25], torch.float32)]
+    # odd tiles (not a multiple of any vector width), tiny tiles, the default; one thread and several
+    for tile, workers in [(777, 1), (64, 3), (averaging.TILE_ELEMENTS, 2)]:
+        monkeypatch.setattr(averaging, "TILE_ELEMENTS", tile)
+        for weights, acc_dtype in cases:
+            used = [(w, sd) for w, sd in zip(weights, sds) if w > 0]
+            expected = _untiled_average([sd for _, sd in used], [w for w, _ in used], acc_dtype)
+            out = hfsoup.average(ings, weights, accumulate_dtype=acc_dtype, workers=workers)
+            for key, value in expected.items():
+                assert out[key].dtype == value.dtype
+                assert torch.equal(out[key], value), (tile, workers, weights, acc_dtype, key)
+    # more ingredients than one summation group (uniform soups sum in groups): 5 models 7 times over, N = 35
+    many = (ings * 7)[:35]
+    expected = _untiled_average((sds * 7)[:35], [1 / 35] * 35)
+    out = hfsoup.average(many, workers=2)
+    assert all(torch.equal(out[k], v) for k, v in expected.items())
+
+
+def test_tiled_engine_reads_tensors_held_in_memory_like_files(tmp_path, monkeypatch):
+    """Pickle checkpoints are held in memory (no byte ranges to read): the tiles slice them, same numbers."""
+    import dataclasses
+
+    from hfsoup.core import averaging
+
+    monkeypatch.setattr(averaging, "TILE_ELEMENTS", 1000)
+    dirs = _random_models(tmp_path, 3, torch.float32)
+    on_disk = hfsoup.load_ingredients([str(d) for d in dirs])
+    in_memory = [dataclasses.replace(ing, _pickle_state=_sd(d)) for ing, d in zip(on_disk, dirs)]
+    for weights in ([1 / 3] * 3, [0.2, 0.3, 0.5]):
+        a, b = hfsoup.average(on_disk, weights), hfsoup.average(in_memory, weights)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiled_engine_reports_the_first_non_finite_tensor_in_key_order(tmp_path, monkeypatch):
+    from hfsoup.core import averaging
+
+    monkeypatch.setattr(averaging, "TILE_ELEMENTS", 64)
+    good = save_model_dir(tmp_path / "good", seed=0)
+    model = hfsoup.build_model(hfsoup.load_ingredient(str(good)).config, None)
+    with torch.no_grad():
+        model.fc.weight[-1, -1] = float("inf")  # in the last tile of fc.weight
+        model.conv1.weight.view(-1)[-1] = float("nan")
+    bad = hfsoup.hub.format.save_model(model, tmp_path / "bad")
+    with pytest.raises(NonFiniteError, match=r"averaged tensor 'conv1.weight' contains NaN/Inf") as e:
+        hfsoup.average(hfsoup.load_ingredients([str(good), str(bad)]), workers=2)
+    assert e.value.references == [str(bad)]

@@ -142,3 +142,26 @@ def test_non_finite_logits_are_cached_and_refused_by_the_ensemble(tmp_path, monk
     expected = hfsoup.metrics_from_logits(
         (logit_cache.all_logits(load_ingredients([dirs[0], dirs[2]]), data).double().mean(0)), data.labels)
     assert good.ensemble == expected and good.to_dict()["ensemble"] == expected.to_dict()
+
+
+def test_bf16_logits_have_their_own_cache_entry(tmp_path, monkeypatch, counted):
+    """fp32 and bf16 logits are never mixed: --precision bf16 after an fp32 run recomputes, under its own key."""
+    from hfsoup.eval.precision import use_precision
+    from hfsoup.hub.format import save_model
+
+    monkeypatch.setenv("HFSOUP_CACHE", str(tmp_path / "cache"))
+    d = str(save_model(make_model(0, num_classes=10), tmp_path / "m0"))
+    ing = load_ingredients([d])[0]
+    data = tiny_data(n=16)
+    fp32 = logit_cache.ingredient_logits(ing, data, progress=False)
+    with use_precision("bf16"):
+        bf16 = logit_cache.ingredient_logits(ing, data, progress=False)
+        again = logit_cache.ingredient_logits(ing, data, progress=False)
+    assert len(counted) == 2  # fp32 once, bf16 once, then a hit
+    assert logit_cache.cache_path(ing, data, "bf16").is_file() and logit_cache.cache_path(ing, data).is_file()
+    assert logit_cache.cache_path(ing, data, "bf16") != logit_cache.cache_path(ing, data)
+    assert not torch.equal(fp32, bf16) and torch.equal(bf16, again)
+    # auto without native bf16 is fp32: the fp32 entry is reused
+    monkeypatch.setattr(logit_cache, "native_bf16", lambda device: False)
+    assert torch.equal(logit_cache.ingredient_logits(ing, data, progress=False, precision="auto"), fp32)
+    assert len(counted) == 2

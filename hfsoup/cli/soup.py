@@ -19,7 +19,8 @@ from hfsoup.cli.corrupted import (CorruptedRun, add_corrupted_options, check_cor
                                   evaluate_soup_cli, print_soup_tables, wants_corrupted)
 from hfsoup.cli.options import (add_data_options, add_json_option, add_model_options, add_output_options,
                                 eval_options, examples, load_data, progress_enabled)
-from hfsoup.cli.output import console, pct, print_json
+from hfsoup.cli.output import (console, left_out_note, loss_cell, non_finite_note, not_finite, pct, print_json,
+                               top_rows, unique_names)
 from hfsoup.errors import HfSoupError, InvalidParameterError
 
 if TYPE_CHECKING:
@@ -180,6 +181,9 @@ def cmd_mix(args: argparse.Namespace) -> dict:
     from hfsoup.recipes.mix import mix
 
     ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token, min_count=2)
+    from hfsoup.hub.format import check_outputs_not_inputs
+
+    check_outputs_not_inputs(outs, ings)  # --out must not be, hold or lie in an input (--force would delete it)
     run = SoupRun(data=load_data(args) if args.split else None)
     for alpha, out in zip(alphas, outs):
         soup = mix(ings[0], ings[1], alpha, integer_policy=args.integer_policy)
@@ -328,6 +332,9 @@ def cmd_soup(args: argparse.Namespace) -> dict:
 
     ings = load_ingredients(args.models, allow_pickle=args.allow_pickle, token=args.token,
                             min_count=recipe.min_models)
+    from hfsoup.hub.format import check_outputs_not_inputs
+
+    check_outputs_not_inputs(outs, ings)  # --out must not be, hold or lie in an input (--force would delete it)
     run = SoupRun(data=load_data(args) if args.split else None)
     common: dict[str, Any] = {"integer_policy": args.integer_policy, "progress": progress_enabled(args)}
     heldout = None
@@ -335,7 +342,11 @@ def cmd_soup(args: argparse.Namespace) -> dict:
         heldout = load_heldout(args)
         common.update(cache=not args.no_cache, batch_size=args.batch_size, device=args.device)
     fn = recipe.load()
-    result = fn(ings, heldout, **params, **common) if recipe.needs_heldout else fn(ings, **params, **common)
+    from hfsoup.eval.precision import use_precision
+
+    # the recipes' own evaluations (greedy, RADIN, …) use --precision too
+    with use_precision(getattr(args, "precision", "auto")):
+        result = fn(ings, heldout, **params, **common) if recipe.needs_heldout else fn(ings, **params, **common)
 
     if recipe.writes_model:
         soup = result
@@ -380,6 +391,8 @@ def print_report(doc: dict, report_sections: Sequence[str] = ()) -> None:
     from rich.table import Table
 
     out = console()
+    # Short distinct names (folder name, or the shortest distinct path suffix) for every table of the report.
+    names = unique_names(i["reference"] for i in doc["ingredients"])
     for name in report_sections:
         for split, r in (doc.get(name) or {}).items():
             r = r.to_dict() if hasattr(r, "to_dict") else r
@@ -394,17 +407,23 @@ def print_report(doc: dict, report_sections: Sequence[str] = ()) -> None:
                                f"{doc['data']['num_samples']} images]"))
         for c in ("model", "weights", "accuracy", "loss", "acc gain", "loss gain"):
             t.add_column(c, justify="left" if c == "model" else "right")
+        bad: list[str] = []
         for ing in doc["ingredients"]:
             r = ing["results"].get(split)
             if r:
-                t.add_row(escape(ing["name"]), "", pct(r["accuracy"]), f"{r['loss']:.4f}", "", "")
+                t.add_row(escape(names[str(ing["reference"])]), "", pct(r["accuracy"]), loss_cell(r["loss"]), "", "")
+                if not_finite(r["loss"]):
+                    bad.append(names[str(ing["reference"])])
         for s in doc["soups"]:
             r = s["results"][split]
             label = "soup" + (f" α={s['alpha']:g}" if "alpha" in s else "")
-            t.add_row(label, ",".join(f"{w:.3g}" for w in s["weights"]), pct(r["accuracy"]), f"{r['loss']:.4f}",
-                      f"{100 * r['gain']['accuracy_gain']:+.2f}", f"{r['gain']['loss_gain']:+.4f}")
+            t.add_row(label, ",".join(f"{w:.3g}" for w in s["weights"]), pct(r["accuracy"]), loss_cell(r["loss"]),
+                      f"{100 * r['gain']['accuracy_gain']:+.2f}", loss_cell(r["gain"]["loss_gain"], "+.4f"))
+            if not_finite(r["loss"]):
+                bad.append(label)
         out.print(t)
-    names = {i["reference"]: i["name"] for i in doc["ingredients"]}
+        if bad:  # the loss of a model whose logits overflow: "not finite" in the table, null in --json
+            out.print(escape(non_finite_note(bad)))
     for s in doc["soups"]:
         print_decision_log(s.get("decision_log"), names, out)
     for s in doc["soups"]:
@@ -435,13 +454,24 @@ def print_decision_log(log: Any, names: dict, out=None) -> None:
     elif log.get("recipe") == "radin" and log.get("candidates"):
         evaluated = [c for c in log["candidates"] if c.get("evaluated")]
         refs = [i["reference"] for i in log.get("ingredients", [])]
-        t = Table(title=f"RADIN: {log['num_candidates']} candidates scored by the {log['proxy']} proxy "
-                        f"(λ = {log['prior_lambda']:g}), {len(evaluated)} evaluated on {split}")
-        for c in ("rank", "members", "proxy loss", "held-out acc", ""):
+        lam, by_loss = log["prior_lambda"], log.get("proxy", "loss") == "loss"
+        # The rank is by this score (the candidate's "objective"), so the table shows it.
+        score = (f"proxy loss − {lam:g}·size, lower is better" if by_loss
+                 else f"proxy accuracy + {lam:g}·size, higher is better")
+        t = Table(title=f"RADIN: {log['num_candidates']} candidates ranked by score = {score}; "
+                        f"{len(evaluated)} evaluated on {split}")
+        proxy_col = "proxy loss" if by_loss else "proxy acc"
+        for c in ("rank", "members", "score", proxy_col, "held-out acc", ""):
             t.add_column(c, justify="left" if c in ("members", "") else "right")
         winner = (log.get("winner") or {}).get("id")
-        for c in sorted(evaluated, key=lambda c: c["rank"]):
+        ranked = sorted(evaluated, key=lambda c: c["rank"])
+        # The top rows and the winner: a budget of 100+ would print 100+ lines.
+        shown, hidden = top_rows(ranked, keep=[i for i, c in enumerate(ranked) if c["id"] == winner])
+        for c in shown:
             members = ", ".join(names.get(refs[i], refs[i]) if i < len(refs) else str(i) for i in c["members"])
-            t.add_row(str(c["rank"]), escape(members), f"{c['proxy_loss']:.4f}", pct(c["accuracy"]),
+            proxy = f"{c['proxy_loss']:.4f}" if by_loss else pct(c["proxy_accuracy"])
+            t.add_row(str(c["rank"]), escape(members), f"{c['objective']:.4f}", proxy, pct(c["accuracy"]),
                       "winner" if c["id"] == winner else "")
         out.print(t)
+        if hidden:
+            out.print(left_out_note(hidden, "evaluated candidates"))

@@ -1,20 +1,35 @@
 """The averaging engine: a weighted average of ingredients, tensor by tensor, streamed from their files.
 
-Memory: only the result (one model) plus one tensor in flight and its float64 accumulator are held, whatever the
-number of ingredients; every ingredient file is open and read key by key (plain reads, no memory maps).
+Tiled: each floating tensor is cut into tiles of (a multiple of) :data:`TILE_ELEMENTS` elements; for one tile,
+every ingredient's slice is read (``pread`` of that byte range) into a small buffer and added into a float64 tile
+accumulator, which is cast back once into the result. Accumulator and buffers stay in the CPU cache (no
+model-sized float64 buffer), and the tiles are spread over a few threads (reads and torch kernels release the GIL).
+
+Memory: the result (one model) plus a few tile buffers per thread, whatever the number of ingredients; every
+ingredient file is open and read by byte range (plain reads, no memory maps).
+
+Numerics are those of the untiled loop, element by element and in ingredient order: ``acc = t₀`` (times ``w₀``),
+``acc += wᵢ·tᵢ`` (``acc.add_(t, alpha=w)``), equal weights summed then divided once by N, one cast back. Equal
+weights are summed in groups of up to :data:`GROUP` rows (``sum(dim=0)`` of [acc, tᵢ, …], which adds the rows in
+order), bit for bit the same sums except that an all-``-0.0`` element comes out ``+0.0`` (the sum starts at 0).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from hfsoup.errors import InvalidWeightsError, NonFiniteError
+from hfsoup.errors import CorruptFileError, InvalidWeightsError, NonFiniteError
 from hfsoup.core.ingredients import Ingredient, check_compatible
+from hfsoup.core.safetensors_io import SafetensorsReader
 
 #: How integer buffers (BatchNorm's ``num_batches_tracked``, int64) are combined. They keep their dtype.
 #: ``mean``: weighted mean rounded to the nearest integer (default; alpha=0/1 reproduce A/B exactly);
@@ -58,9 +73,18 @@ def check_weights(weights: Sequence[float], n: int, *, normalize: bool = False) 
     return [w / total for w in weights]
 
 
+#: Elements per tile when a full group of ingredients is summed (N >= 14); with fewer ingredients tiles are longer,
+#: so the buffers (about GROUP x TILE_ELEMENTS x 20 bytes per thread) fit the L3 cache whatever N. A multiple of
+#: 64, so tiles start on vector boundaries (not that results depend on it: tests compare odd tiles bit for bit).
+TILE_ELEMENTS = 16384
+#: Rows of one summation group (accumulator + slices). Below 16: torch's sum over 16 rows or more adds them in a
+#: cascade (partial sums), which would change the order of the additions.
+GROUP = 15
+
+
 def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None = None, *,
             normalize: bool = False, integer_policy: str = "mean", accumulate_dtype: torch.dtype = torch.float64,
-            check: bool = True, progress: bool = False) -> dict[str, torch.Tensor]:
+            check: bool = True, progress: bool = False, workers: int | None = None) -> dict[str, torch.Tensor]:
     """Weighted average θ = Σ wᵢ θᵢ of the ingredients' tensors.
 
     Args:
@@ -70,9 +94,10 @@ def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None =
         integer_policy: how integer buffers are combined, one of :data:`INTEGER_POLICIES`.
         accumulate_dtype: float64 (default) or float32; each result is cast back to its source dtype.
         progress: show a progress bar over tensors.
+        workers: threads over tiles (default: torch's intra-op thread count); results do not depend on it.
 
     Ingredients with weight zero are never read, so ``α = 0`` returns model A bit for bit.
-    Raises :class:`NonFiniteError` if a floating result holds NaN or Inf.
+    Raises :class:`NonFiniteError` if a floating result holds NaN or Inf (the first such tensor in key order).
     """
     if not ingredients:
         raise InvalidWeightsError("nothing to average: no ingredients")
@@ -85,43 +110,200 @@ def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None =
         check_compatible(ingredients)
     active = [(w, ing) for w, ing in zip(weights, ingredients) if w > 0]
     keys = list(ingredients[0].tensors)
+    workers = max(1, int(workers or torch.get_num_threads()))
     out: dict[str, torch.Tensor] = {}
     with contextlib.ExitStack() as stack:
         readers = [(w, stack.enter_context(ing.open()), ing) for w, ing in active]
-        for key in tqdm(keys, desc="averaging", unit="tensor", disable=not progress, leave=False):
-            dtype = ingredients[0].tensors[key].dtype
-            if dtype.is_floating_point:
-                out[key] = _average_float(key, readers, dtype, accumulate_dtype)
+        floats = [k for k in keys if ingredients[0].tensors[k].dtype.is_floating_point]
+        for key in keys:  # the result, allocated once, in key order
+            info = ingredients[0].tensors[key]
+            out[key] = torch.empty(info.shape, dtype=info.dtype)
+        bar = tqdm(total=len(keys), desc="averaging", unit="tensor", disable=not progress, leave=False)
+        for key in keys:
+            if not out[key].dtype.is_floating_point:
+                out[key] = _combine_integer(key, readers, out[key].dtype, integer_policy)
+        tiled = _TiledAverage(readers, accumulate_dtype, bar)
+        tile = tiled.tile
+        jobs = [(key, a, min(a + tile, out[key].numel())) for key in floats for a in range(0, out[key].numel(), tile)]
+        tiled.remaining = {key: -(-out[key].numel() // tile) for key in floats}
+        bar.update(sum(1 for key in keys if key not in tiled.remaining or tiled.remaining[key] == 0))
+        with _serial_kernels():
+            if workers == 1 or len(jobs) < 2:
+                tiled.run_many(out, jobs)
             else:
-                out[key] = _combine_integer(key, readers, dtype, integer_policy)
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hfsoup-average") as pool:
+                    # runs of contiguous tiles: each worker reads a stretch of every file sequentially
+                    chunk = -(-len(jobs) // (workers * 8))
+                    futures = [pool.submit(tiled.run_many, out, jobs[i:i + chunk])
+                               for i in range(0, len(jobs), chunk)]
+                    for f in futures:
+                        f.result()
+        bar.close()
+        for key in floats:  # the first non-finite tensor in key order, whichever thread found it
+            if key in tiled.non_finite:
+                _raise_non_finite(key, readers, out[key].dtype)
     return out
 
 
-def _average_float(key, readers, dtype, acc_dtype) -> torch.Tensor:
-    # Equal weights (uniform soups, alpha = 0.5) are summed then divided once: the result *is* the mean.
-    equal = all(w == readers[0][0] for w, _, _ in readers)
-    acc = None
-    for w, reader, _ in readers:
-        t = reader.get_tensor(key)
-        scale = 1.0 if equal else w
-        if acc is None:
-            acc = t.to(acc_dtype, copy=True)  # a fresh accumulator: never mutate a reader's tensor
-            if scale != 1.0:
-                acc.mul_(scale)
+@contextlib.contextmanager
+def _serial_kernels():
+    """One intra-op thread while averaging: the worker threads are the parallelism, and OpenMP teams nested in
+    them would oversubscribe the cores (and spin at every barrier when the machine is busy). Process-wide (torch
+    has no per-call setting), restored on exit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _TiledAverage:
+    """Per-tile weighted sum over ingredients; per-thread accumulator and read buffers (a few hundred kB)."""
+
+    def __init__(self, readers, acc_dtype, bar):
+        self.readers, self.acc_dtype, self.bar = readers, acc_dtype, bar
+        # Equal weights (uniform soups, alpha = 0.5) are summed then divided once: the result *is* the mean.
+        self.equal = all(w == readers[0][0] for w, _, _ in readers)
+        self.scales = [1.0 if self.equal else w for w, _, _ in readers]
+        # Buffers: the accumulator plus one row per ingredient of a group, about GROUP x TILE_ELEMENTS elements
+        # whatever N: fewer ingredients, longer tiles (fewer, larger kernels and reads).
+        self.nrows = min(len(readers), GROUP - 1) + 1
+        self.tile = TILE_ELEMENTS * max(1, GROUP // self.nrows)
+        self.non_finite: set[str] = set()
+        self.remaining: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _views(self, dtype: torch.dtype, n: int) -> "_TileViews":
+        """This thread's buffers seen as tiles of ``n`` elements of ``dtype`` (made once per thread, dtype and n:
+        indexing tensors costs microseconds, and a model has a few hundred distinct tile lengths at most)."""
+        cache = getattr(self._local, "views", None)
+        if cache is None:
+            rows = torch.empty(self.nrows, self.tile, dtype=self.acc_dtype)  # row 0: the accumulator
+            raw = torch.empty(self.nrows * self.tile * 8, dtype=torch.uint8)  # nrows slices of up to 8 bytes
+            cache = self._local.views = {"rows": rows, "total": torch.empty(self.tile, dtype=self.acc_dtype),
+                                         "raw": raw, "view": memoryview(raw.numpy()).cast("B")}
+        views = cache.get((dtype, n))
+        if views is None:
+            rows, raw, view, size = cache["rows"], cache["raw"], cache["view"], dtype.itemsize
+            g, tile = self.nrows, self.tile
+            slots = raw.view(dtype)[:g * tile].view(g, tile)
+            row_bytes = tile * size
+            views = cache[(dtype, n)] = _TileViews(
+                acc=rows[0, :n], total=cache["total"][:n], slot=[slots[j, :n] for j in range(g)],
+                buf=[view[j * row_bytes:j * row_bytes + n * size] for j in range(g)],
+                wide=[rows[1:1 + t, :n] for t in range(g)], narrow=[slots[1:1 + t, :n] for t in range(g)],
+                group=[rows[:1 + t, :n] for t in range(g)])
+        return views
+
+    def run_many(self, out, jobs) -> None:
+        for job in jobs:
+            self.run(out, *job)
+
+    def _read(self, i: int, key: str, start: int, stop: int, v: "_TileViews", j: int) -> torch.Tensor:
+        reader = self.readers[i][1]
+        if type(reader) is SafetensorsReader:
+            buf = v.buf[j]
+            offset = reader.infos[key].offset + start * v.slot[j].element_size()
+            if os.preadv(reader.fd, [buf], offset) == len(buf):  # the common case: one full read
+                return v.slot[j]
+        return _read_slice(reader, key, start, stop, v.slot[j], v.buf[j])
+
+    def run(self, out, key, start, stop) -> None:
+        n, dst = stop - start, out[key].view(-1)[start:stop]
+        dtype = dst.dtype
+        v = self._views(dtype, n)
+        acc = v.acc
+        # t no wider than the accumulator: the untiled loop's acc.add_(t) promoted t into a float64 temporary
+        promoted = torch.promote_types(dtype, self.acc_dtype) == self.acc_dtype
+        k = len(self.readers)
+        if self.equal and promoted and k > 1:
+            # Σ in ingredient order, in groups: sum(dim=0) over [acc, t_i, …, t_j] (fewer than 16 rows) adds the
+            # rows one after the other starting from 0, i.e. ((acc + t_i) + …) + t_j: the untiled loop's order,
+            # with one pass over the accumulator per group instead of one per ingredient.
+            i = 0
+            while i < k:
+                take = min(k - i, self.nrows - 1)
+                for j in range(take):
+                    self._read(i + j, key, start, stop, v, 1 + j)
+                v.wide[take].copy_(v.narrow[take])  # exact widening
+                if i == 0:
+                    torch.sum(v.wide[take], dim=0, out=acc)
+                else:
+                    torch.sum(v.group[take], dim=0, out=v.total)
+                    acc.copy_(v.total)
+                i += take
+            acc.div_(k)
         else:
-            acc.add_(t, alpha=scale)  # promoted to the accumulator's dtype inside the kernel
-    if equal and len(readers) > 1:
-        acc.div_(len(readers))
-    result = acc.to(dtype)
-    if not all_finite(result):
-        bad = [ing.reference for _, reader, ing in readers if not all_finite(reader.get_tensor(key))]
-        if bad:
-            source = f"non-finite values in {', '.join(bad)}"
-        else:  # every input is finite: the sum or the cast back to a narrower dtype overflowed
-            source = f"the ingredients are finite, but their weighted sum overflows {str(dtype).replace('torch.', '')}"
-        raise NonFiniteError(f"averaged tensor '{key}' contains NaN/Inf ({source}): check the ingredients",
-                             key=key, references=bad)
-    return result
+            for i in range(k):
+                t = self._read(i, key, start, stop, v, 1)
+                scale = self.scales[i]
+                if i == 0:
+                    acc.copy_(t)  # exact widening, as t.to(float64) of the untiled loop
+                    if scale != 1.0:
+                        acc.mul_(scale)
+                elif promoted and dtype != self.acc_dtype:
+                    # acc.add_(t, alpha) would copy t into a fresh float64 temporary and run the float64 kernel:
+                    # the same arithmetic, with the temporary reused and kept in cache.
+                    v.total.copy_(t)
+                    acc.add_(v.total, alpha=scale)
+                else:
+                    acc.add_(t, alpha=scale)
+            if self.equal and k > 1:
+                acc.div_(k)
+        dst.copy_(acc)  # the one cast back
+        # NaN propagates through min and max; ±Inf (an input's, or an overflow of the sum or the cast) shows there
+        lo, hi = torch.aminmax(dst)
+        finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
+        with self._lock:
+            if not finite:
+                self.non_finite.add(key)
+            self.remaining[key] -= 1
+            if self.remaining[key] == 0:
+                self.bar.update(1)
+
+
+@dataclass
+class _TileViews:
+    """One thread's buffers as tiles of one length and dtype: ``acc`` (row 0 of the rows) and ``total`` in the
+    accumulator's dtype; ``slot[j]``/``buf[j]``: read slot j as a tensor / as bytes; ``narrow[t]``: slots 1..t;
+    ``wide[t]``: rows 1..t (the widened slots); ``group[t]``: rows 0..t (the accumulator and the slices)."""
+
+    acc: torch.Tensor
+    total: torch.Tensor
+    slot: list
+    buf: list
+    wide: list
+    narrow: list
+    group: list
+
+
+def _read_slice(reader, key, start, stop, slot, view) -> torch.Tensor:
+    """Elements ``start:stop`` of tensor ``key`` (flattened) into ``slot``: ``pread`` of that byte range into
+    ``view`` (``slot``'s bytes) for a safetensors file, a copy of the slice for tensors held in memory."""
+    if type(reader) is not SafetensorsReader:
+        return slot.copy_(reader.get_tensor(key).reshape(-1)[start:stop])
+    size = slot.element_size()
+    nbytes, offset = (stop - start) * size, reader.infos[key].offset + start * size
+    got = 0
+    while got < nbytes:  # pread may return short reads on some filesystems
+        more = os.preadv(reader.fd, [view[got:nbytes]], offset + got)
+        if more <= 0:
+            raise CorruptFileError(f"cannot read tensor '{key}' from '{reader.path}': file ended early",
+                                   path=reader.path)
+        got += more
+    return slot
+
+
+def _raise_non_finite(key, readers, dtype):
+    bad = [ing.reference for _, reader, ing in readers if not all_finite(reader.get_tensor(key))]
+    if bad:
+        source = f"non-finite values in {', '.join(bad)}"
+    else:  # every input is finite: the sum or the cast back to a narrower dtype overflowed
+        source = f"the ingredients are finite, but their weighted sum overflows {str(dtype).replace('torch.', '')}"
+    raise NonFiniteError(f"averaged tensor '{key}' contains NaN/Inf ({source}): check the ingredients",
+                         key=key, references=bad)
 
 
 def all_finite(t: torch.Tensor) -> bool:

@@ -15,7 +15,8 @@ import torch
 from hfsoup.data.cifar100c import DEFAULT_CORRUPTED_DATASET, iter_corrupted, parse_corruptions, parse_severities
 from hfsoup.core.results import SplitResult
 from hfsoup.errors import HfSoupError
-from hfsoup.eval.metrics import EvalResult, evaluate_model, soup_gain
+from hfsoup.eval.metrics import EvalResult, choose_eval_precision, evaluate_model, soup_gain
+from hfsoup.eval.precision import PrecisionChoice
 
 PREFIX = "cifar100-c"
 
@@ -33,6 +34,8 @@ class CorruptedResults:
         self.source, self.revision = source, revision
         self.corruption_set, self.corruptions, self.severities = corruption_set, corruptions, severities
         self.cells: dict[str, dict[tuple[str, int], EvalResult]] = {}
+        #: per model, the evaluation precision (resolved once, on the model's first cell)
+        self.precision: dict[str, PrecisionChoice] = {}
         self.fingerprints: dict[tuple[str, int], str] = {}
 
     @property
@@ -88,7 +91,7 @@ class CorruptedResults:
 def evaluate_corrupted(models, corrupted_source: str = DEFAULT_CORRUPTED_DATASET, corruptions="all", severities=3,
                        *, revision: str | None = None, limit: int | None = None, batch_size: int = 1000,
                        device=None, progress: bool = True, results: CorruptedResults | None = None,
-                       ) -> CorruptedResults:
+                       precision: str | None = None) -> CorruptedResults:
     """Evaluate models on CIFAR-100-C.
 
     Args:
@@ -100,6 +103,8 @@ def evaluate_corrupted(models, corrupted_source: str = DEFAULT_CORRUPTED_DATASET
         severities: a level (3), a range (``"1-5"``) or a list.
         results: add to an existing :class:`CorruptedResults` of the same selection (models already in it are
             not evaluated again).
+        precision: ``fp32``, ``bf16`` or ``auto`` (see :func:`~hfsoup.eval.precision.choose_precision`; ``None``:
+            the ambient one), resolved once per model on its first cell and kept in ``results.precision``.
     Returns a :class:`CorruptedResults` (``.mean(name, severity)``, ``.cells``, ``.gains(...)``, ``.to_dict()``).
     """
     from tqdm.auto import tqdm
@@ -124,13 +129,22 @@ def evaluate_corrupted(models, corrupted_source: str = DEFAULT_CORRUPTED_DATASET
         bar.set_description(f"CIFAR-100-C {c} s{s}")
         results.fingerprints[(c, s)] = data.fingerprint if len(data) <= 20_000 else ""
         for k, module in built.items():
+            if k not in results.precision:
+                results.precision[k] = _choose(precision, module, data, device, batch_size)
             results.cells[k][(c, s)] = evaluate_model(module, data, batch_size=batch_size, device=device,
-                                                      progress=False)
+                                                      progress=False, precision=results.precision[k])
         data._normalized.clear()
         del data
         bar.update(1)
     bar.close()
     return results
+
+
+def _choose(precision, module, data, device, batch_size) -> PrecisionChoice:
+    from hfsoup.eval.precision import ambient_precision
+
+    return choose_eval_precision(precision or ambient_precision(), module, data, device=device,
+                                 batch_size=batch_size)
 
 
 def _default_name(m, i: int) -> str:
@@ -153,6 +167,8 @@ def record_in_soup(soup, corrupted: CorruptedResults, soup_name: str = "soup",
         data = corrupted.describe(s)
         data["per_corruption"] = {c: {m: corrupted.cells[m][(c, s)].to_dict() for m in [soup_name, *refs]}
                                   for c in corrupted.corruptions}
+        if soup_name in corrupted.precision:
+            data["precision"] = corrupted.precision[soup_name].to_dict()
         entry = SplitResult(data=data, models={"soup": corrupted.mean(soup_name, s),
                                                **{r: corrupted.mean(r, s) for r in refs}}, gain=gains[f"s{s}"])
         soup.results[result_key(corrupted.corruption_set, s)] = entry

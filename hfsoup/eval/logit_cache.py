@@ -5,7 +5,10 @@ file keyed by the ingredient's content hash (:attr:`Ingredient.sha256`), the spl
 (:attr:`ImageData.fingerprint`) and a short hash of the model config (the config holds the normalisation mean/std,
 which changes the logits without changing the weights)::
 
-    <cache root>/logits/<ingredient sha256>/<split fingerprint>-<config hash, 12 hex>.safetensors
+    <cache root>/logits/<ingredient sha256>/<split fingerprint>-<config hash, 12 hex>[-bf16].safetensors
+
+Logits computed under bf16 autocast (``--precision bf16``, or ``auto`` on a device with native bf16) are cached
+under their own key (the ``-bf16`` suffix), so fp32 and bf16 logits are never mixed.
 
 The cache root follows the Hugging Face conventions: ``$HFSOUP_CACHE`` when set, else ``$HF_HOME/hfsoup``
 (``~/.cache/huggingface/hfsoup`` by default). Entries are written atomically (:func:`hfsoup.core.files.atomic_save`),
@@ -28,7 +31,8 @@ import torch
 from hfsoup.core.files import atomic_save
 from hfsoup.core.ingredients import Ingredient
 from hfsoup.data.images import ImageData
-from hfsoup.eval.metrics import predict_logits
+from hfsoup.eval.metrics import default_device, predict_logits, resolve_precision
+from hfsoup.eval.precision import ambient_precision, check_precision_name, native_bf16
 
 LOGITS_KEY = "logits"
 
@@ -64,9 +68,11 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def cache_path(ingredient: Ingredient, data: ImageData) -> Path:
-    """Where the logits of ``ingredient`` on ``data`` are (or would be) cached."""
-    return logits_dir() / ingredient.sha256 / f"{data.fingerprint}-{config_hash(ingredient.config)}.safetensors"
+def cache_path(ingredient: Ingredient, data: ImageData, precision: str = "fp32") -> Path:
+    """Where the logits of ``ingredient`` on ``data`` computed in ``precision`` (``fp32`` or ``bf16``) are (or
+    would be) cached."""
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    return logits_dir() / ingredient.sha256 / f"{data.fingerprint}-{config_hash(ingredient.config)}{suffix}.safetensors"
 
 
 def _read(path: Path, num_samples: int) -> torch.Tensor | None:
@@ -91,27 +97,39 @@ def _write(path: Path, logits: torch.Tensor, metadata: dict[str, str]) -> None:
 
 
 def ingredient_logits(ingredient: Ingredient, data: ImageData, *, cache: bool = True, batch_size: int = 500,
-                      device=None, progress: bool = True, stats: CacheStats | None = None) -> torch.Tensor:
+                      device=None, progress: bool = True, stats: CacheStats | None = None,
+                      precision: str | None = None) -> torch.Tensor:
     """Logits (float32, CPU, ``len(data)`` x num_classes) of one ingredient on ``data``, from the cache if present.
 
     With ``cache=False`` the model is always run and nothing is read or written. ``stats``, when given, counts
-    hits and misses.
+    hits and misses. ``precision``: as in :func:`~hfsoup.eval.metrics.predict_logits` (``None``: the command's);
+    it is resolved before the cache is read, so the entry matches the numerics asked for.
     """
-    path = cache_path(ingredient, data) if cache else None
+    device = torch.device(device) if device is not None else default_device()
+    requested = ambient_precision() if precision is None else check_precision_name(precision)
+    model = None
+    if requested == "auto" and native_bf16(device):  # auto's check needs the model
+        model = ingredient.create_model()
+        resolved = resolve_precision(precision, model, data, device=device, batch_size=batch_size)
+    else:
+        resolved = "fp32" if requested == "auto" else requested
+    path = cache_path(ingredient, data, resolved) if cache else None
     if path is not None and path.is_file():
         logits = _read(path, len(data))
         if logits is not None:
             if stats is not None:
                 stats.hits += 1
             return logits
-    logits = predict_logits(ingredient.create_model(), data, batch_size=batch_size, device=device,
-                            progress=progress, desc=f"logits {ingredient.name}"[:40])
+    logits = predict_logits(model if model is not None else ingredient.create_model(), data, batch_size=batch_size,
+                            device=device, progress=progress, desc=f"logits {ingredient.name}"[:40],
+                            precision=resolved)
     if stats is not None:
         stats.misses += 1
     if path is not None:
         _write(path, logits.float(), {"reference": ingredient.reference, "sha256": ingredient.sha256,
                                       "dataset": str(data.dataset), "split": str(data.split),
-                                      "fingerprint": data.fingerprint, "num_samples": str(len(data))})
+                                      "fingerprint": data.fingerprint, "num_samples": str(len(data)),
+                                      "precision": resolved})
     return logits
 
 

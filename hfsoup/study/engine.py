@@ -29,16 +29,22 @@ import torch.nn.functional as F
 
 from hfsoup.core.averaging import INTEGER_POLICIES
 from hfsoup.errors import InvalidWeightsError
+from hfsoup.eval.precision import check_precision_name, native_bf16
 from hfsoup.study.similarity import is_parameter_key, output_similarity, weight_similarity
 
 __all__ = ["EvalSet", "FeaturesAndLogits", "Runner", "WeightBank", "SoupBuilder", "PairEngine", "ModelOutputs",
            "SoupScores", "PairSimilarity", "device_metrics", "precision_name", "single_thread"]
 
 
-def precision_name(device: torch.device, compile: bool = False) -> str:
-    """The numerics of evaluation on ``device``: ``bf16`` (autocast) on CUDA, ``fp32`` elsewhere; ``+compile`` when
-    the forward is compiled (fused kernels round differently). Part of the cache key and of the study's identity."""
-    return ("bf16" if torch.device(device).type == "cuda" else "fp32") + ("+compile" if compile else "")
+def precision_name(device: torch.device, compile: bool = False, precision: str = "auto") -> str:
+    """The numerics of evaluation on ``device``: ``precision`` (``fp32``/``bf16``; ``auto``: ``bf16`` autocast where
+    the device has native bf16, see :func:`hfsoup.eval.precision.native_bf16`, else ``fp32``), with ``+compile``
+    when the forward is compiled (fused kernels round differently). Part of the cache key and of the study's
+    identity. (``auto`` before its check: :func:`hfsoup.study.run.run_study` falls back to fp32 if it fails.)"""
+    check_precision_name(precision)
+    if precision == "auto":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    return precision + ("+compile" if compile else "")
 
 
 def device_metrics(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -425,20 +431,23 @@ class PairEngine:
         batch_size: evaluation batch size.
         integer_policy: integer buffers of the soups (see :class:`SoupBuilder`).
         cache: a :class:`~hfsoup.study.cache.ModelCache`, or None to always compute.
+        precision: ``fp32``, ``bf16`` or ``auto`` (:func:`precision_name`); ``None``: bf16 on CUDA, else fp32.
         compile: ``torch.compile`` the forward (per-model pass and soups alike; the first batch of each shape pays
             the compilation; the numbers then differ from eager in the last bits, recorded as ``precision``).
     """
 
     def __init__(self, ingredients: Sequence, test: EvalSet, corrupted: dict[str, EvalSet] | None = None, *,
                  device: torch.device, batch_size: int = 500, integer_policy: str = "mean", cache=None,
-                 progress: bool = False, compile: bool = False) -> None:
+                 progress: bool = False, compile: bool = False, precision: str | None = None) -> None:
         from hfsoup.core.models import build_model
 
         self.ingredients = list(ingredients)
         self.test = test
         self.corrupted = dict(corrupted or {})
         self.device = torch.device(device)
-        self.runner = Runner(self.device, batch_size)
+        # precision: fp32 or bf16 (resolved by the caller); None: bf16 autocast on CUDA, fp32 elsewhere
+        bf16 = None if precision is None else precision_name(self.device, False, precision) == "bf16"
+        self.runner = Runner(self.device, batch_size, autocast=bf16)
         self.cache = cache
         self.progress = progress
         self.bank = WeightBank(self.ingredients, self.device, progress=progress)

@@ -70,6 +70,7 @@ class StudyConfig:
     merge: bool = True
     cache_dir: Path | None = None
     compile: bool = False
+    precision: str = "auto"  # fp32 | bf16 | auto (hfsoup.eval.precision)
     allow_pickle: bool = False
     token: str | None = None
     progress: bool = True
@@ -189,6 +190,16 @@ def _load_test(config: StudyConfig):
                            progress=config.progress)
 
 
+def _test_split_size(config: StudyConfig, test) -> int:
+    """Rows of the whole test split (``test`` may be its first ``--limit`` rows): the report says what one image
+    is worth on the split, not only on the evaluated part."""
+    if config.limit is None or len(test) < config.limit:
+        return len(test)
+    from hfsoup.data.images import load_split
+
+    return len(load_split(config.dataset, "test", revision=config.dataset_revision)[0])
+
+
 def _load_corrupted(config: StudyConfig) -> dict:
     from hfsoup.data.cifar100c import iter_corrupted, parse_corruptions
 
@@ -228,11 +239,12 @@ def plan_study(config: StudyConfig, *, precision: str = "fp32") -> StudyPlan:
     pairs = plan_pairs(models, pairs)
     test = _load_test(config)
     num_classes = models[0].ingredient.num_classes
-    top = int(test.labels.max()) if len(test) else -1
-    if num_classes is not None and top >= int(num_classes):
-        raise DatasetError(f"'{config.dataset}' has labels up to {top} but the models have {num_classes} classes: "
-                           f"pass the dataset the models were trained on (or --label-column)")
+    # Labels outside the models' classes (-100, negative, too large): an error naming the column and the value,
+    # before any soup (the engine's cross-entropy would skip -100 silently).
+    test.check_labels(num_classes)
     corrupted = _load_corrupted(config)
+    for data in corrupted.values():
+        data.check_labels(num_classes)
     corrupted_fp = (_fingerprint_of([(c, config.severity, d.fingerprint) for c, d in corrupted.items()])
                     if corrupted else None)
     fingerprints = [test.fingerprint] + ([corrupted_fp] if corrupted_fp else [])
@@ -247,6 +259,7 @@ def plan_study(config: StudyConfig, *, precision: str = "fp32") -> StudyPlan:
     settings = {
         "dataset": config.dataset, "dataset_revision": config.dataset_revision, "split": "test",
         "num_samples": len(test), "limit": config.limit, "test_fingerprint": test.fingerprint,
+        "split_size": _test_split_size(config, test),
         "num_classes": num_classes, "class_names": test.class_names,
         "corrupted_dataset": config.corrupted_dataset if corrupted else None,
         "corrupted_revision": config.corrupted_revision if corrupted else None,
@@ -367,6 +380,32 @@ def _write_study_json(out: Path, plan: StudyPlan, model_rows: list[dict]) -> Non
 
 
 # --------------------------------------------------------------------------------------------------------- run
+def _plan_with_precision(config: StudyConfig, device):
+    """The plan and the evaluation precision (a :class:`~hfsoup.eval.precision.PrecisionChoice`, recorded in the
+    settings as ``precision_choice``). ``auto`` plans with the device's native precision; where that is bf16, a
+    check of the first model on the first test images decides, and a failed check re-plans in fp32 (the precision
+    is part of the row ids and cache keys)."""
+    from hfsoup.eval.metrics import choose_eval_precision
+    from hfsoup.eval.precision import PrecisionChoice
+    from hfsoup.study.engine import precision_name
+
+    name = precision_name(device, config.compile, config.precision)
+    plan = plan_study(config, precision=name)
+    resolved = name.split("+")[0]
+    if resolved == "fp32":
+        reason = "requested" if config.precision == "fp32" else f"no native bf16 on this {device.type}"
+        choice = PrecisionChoice(config.precision, "fp32", reason)
+    else:
+        model = plan.models[0].ingredient.create_model()
+        choice = choose_eval_precision(config.precision, model, plan.test, device=device,
+                                       batch_size=config.batch_size)
+        del model
+        if choice.precision != resolved:  # auto, and the check failed: fp32 ids and cache keys
+            plan = plan_study(config, precision=precision_name(device, config.compile, "fp32"))
+    plan.settings["precision_choice"] = choice.to_dict()
+    return plan, choice
+
+
 def run_study(config: StudyConfig) -> StudyRunResult:
     """Plan, compute this process's share of the missing rows, and (main process, single job) merge the tables.
 
@@ -377,10 +416,10 @@ def run_study(config: StudyConfig) -> StudyRunResult:
     from tqdm.auto import tqdm
 
     from hfsoup.study.cache import ModelCache
-    from hfsoup.study.engine import EvalSet, PairEngine, precision_name
+    from hfsoup.study.engine import EvalSet, PairEngine
 
     dist = distribution(config.shard, config.device)
-    plan = plan_study(config, precision=precision_name(dist.device, config.compile))
+    plan, choice = _plan_with_precision(config, dist.device)
     out = Path(config.out)
     done = store.completed_ids(out, include_failed=not config.retry_failed) if out.is_dir() else set()
     todo = [r for r in plan.rows if r.row_id not in done and store.shard_of(r.row_id, dist.count) == dist.index]
@@ -392,7 +431,8 @@ def run_study(config: StudyConfig) -> StudyRunResult:
     cache = ModelCache(config.cache_dir)
     engine = PairEngine([m.ingredient for m in plan.models], test, corrupted, device=device,
                         batch_size=config.batch_size, integer_policy=config.integer_policy, cache=cache,
-                        progress=config.progress and dist.is_main, compile=config.compile)
+                        progress=config.progress and dist.is_main, compile=config.compile,
+                        precision=choice.precision)
     # Per model, once: the processes share the forward passes through the disk cache. Every process must see the
     # same list of missing models: nobody writes to the cache between the two barriers.
     dist.wait_for_everyone()
