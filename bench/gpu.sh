@@ -30,7 +30,7 @@ step() { echo; echo "=== $1"; }
 rc=0
 if [ $cuda = 1 ]; then
     step "tests (whole suite, CUDA visible: default device is cuda)"
-    timeout 420 $py -m pytest -q -p no:cacheprovider -x -m "not slow" tests 2>&1 | tee "$out/tests.log" | tail -15 \
+    timeout 300 $py -m pytest -q -p no:cacheprovider -m "not slow" tests 2>&1 | tee "$out/tests.log" | tail -15 \
         || rc=1
     step "bench_eval on CUDA: 10,000 images (a CIFAR-100 test pass), batch 500"
     $py bench/bench_eval.py --device cuda --images 10000 --batch-size 500 --repeat 3 2>&1 | tee "$out/bench_eval.log" \
