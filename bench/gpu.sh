@@ -52,6 +52,21 @@ soup = json.load(open(sys.argv[1]))
 print(json.dumps({k: v for k, v in soup.items() if "precision" in k or k == "results"}, indent=1)[:2000])
 EOF
 
+step "hfsoup eval of the 24 mini-zoo branches on digits: fp32 against bf16 (--device $dev)"
+for p in fp32 bf16; do
+    hfsoup eval $zoo/* --eval-split test --dataset sklearn:digits --device $dev --precision $p -q --json \
+        > "$tmp/eval-$p.json" || rc=1
+done
+$py - "$tmp/eval-fp32.json" "$tmp/eval-bf16.json" <<'PY' || rc=1
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+ra, rb = ({m["name"]: m for m in d["models"]} for d in (a, b))
+dacc = max(abs(ra[k]["accuracy"] - rb[k]["accuracy"]) for k in ra)
+dloss = max(abs(ra[k]["loss"] - rb[k]["loss"]) / ra[k]["loss"] for k in ra)
+print(f"{len(ra)} models: max |accuracy fp32 - bf16| = {100 * dacc:.2f} points, "
+      f"max relative loss change = {100 * dloss:.3f} %")
+PY
+
 step "hfsoup study run on the mini-zoo, --device $dev"
 hfsoup study run hfsoup/assets/mini_zoo --epochs 16-40 --dataset sklearn:digits --device $dev --precision auto \
     --out "$tmp/study" -q 2>&1 | tail -20 || rc=1

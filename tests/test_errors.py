@@ -6,7 +6,7 @@ from __future__ import annotations
 import pickle
 import socket
 
-import httpx2
+from httpx_compat import httpx as httpx2
 import pytest
 import requests
 from datasets.exceptions import DataFilesNotFoundError, DatasetGenerationError, DatasetNotFoundError

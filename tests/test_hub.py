@@ -289,7 +289,7 @@ def test_upload_folder_retries_transient_failures(hub, tmp_path):
 
 # -- the retry policy ------------------------------------------------------------------------------------------
 def _http(status: int, headers: dict | None = None):
-    import httpx2
+    from httpx_compat import httpx as httpx2
     from huggingface_hub.errors import HfHubHTTPError
 
     request = httpx2.Request("POST", "https://hub.test/api/models/org/x/commit/main")
@@ -319,7 +319,7 @@ def test_with_retries_honours_retry_after_on_429():
 
 
 def test_with_retries_backs_off_on_5xx_and_connection_errors_then_succeeds():
-    import httpx2
+    from httpx_compat import httpx as httpx2
 
     from hfsoup.hub.retry import with_retries
 

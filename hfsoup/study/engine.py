@@ -33,7 +33,16 @@ from hfsoup.eval.precision import check_precision_name, native_bf16
 from hfsoup.study.similarity import is_parameter_key, output_similarity, weight_similarity
 
 __all__ = ["EvalSet", "FeaturesAndLogits", "Runner", "WeightBank", "SoupBuilder", "PairEngine", "ModelOutputs",
-           "SoupScores", "PairSimilarity", "device_metrics", "precision_name", "single_thread"]
+           "SoupScores", "PairSimilarity", "device_metrics", "canonical_device", "precision_name", "single_thread"]
+
+
+def canonical_device(device: str | torch.device) -> torch.device:
+    """``device`` with its index: ``cuda`` is ``cuda:<current>``, so the weights and the model, moved to the same
+    device under two spellings, compare equal (``torch.device("cuda") != torch.device("cuda:0")``)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def precision_name(device: torch.device, compile: bool = False, precision: str = "auto") -> str:
@@ -116,7 +125,7 @@ class Runner:
                  channels_last: bool | None = None) -> None:
         if batch_size < 1:
             raise InvalidWeightsError(f"--batch-size must be positive, got {batch_size}")
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.batch_size = int(batch_size)
         cuda = self.device.type == "cuda"
         self.autocast = cuda if autocast is None else bool(autocast)
@@ -221,7 +230,7 @@ class WeightBank:
     def __init__(self, ingredients: Sequence, device: torch.device, *, progress: bool = False) -> None:
         from tqdm.auto import tqdm
 
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         self.groups = _layout(ingredients[0].tensors)
         self.buffers: list[list[torch.Tensor]] = []
         for ing in tqdm(ingredients, desc="loading weights", unit="model", disable=not progress, leave=False):
@@ -444,7 +453,7 @@ class PairEngine:
         self.ingredients = list(ingredients)
         self.test = test
         self.corrupted = dict(corrupted or {})
-        self.device = torch.device(device)
+        self.device = canonical_device(device)
         # precision: fp32 or bf16 (resolved by the caller); None: bf16 autocast on CUDA, fp32 elsewhere
         bf16 = None if precision is None else precision_name(self.device, False, precision) == "bf16"
         self.runner = Runner(self.device, batch_size, autocast=bf16)
