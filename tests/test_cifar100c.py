@@ -161,6 +161,7 @@ def test_evaluate_corrupted_matches_manual(release, converted):
     model = make_model(3, bn_steps=2)
     res = hfsoup.evaluate_corrupted({"m": model}, str(converted), corruptions="fog,snow", severities="1-2",
                                     progress=False, batch_size=3)
+    model.cpu()  # evaluation ran on the default device (CUDA where present); the reference runs on the CPU
     mean = np.array([0.5071, 0.4867, 0.4408]).reshape(1, 3, 1, 1)
     std = np.array([0.2675, 0.2565, 0.2761]).reshape(1, 3, 1, 1)
     labels = torch.from_numpy(np.load(release / "labels.npy")[:BLOCK].astype(np.int64))

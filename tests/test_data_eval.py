@@ -92,6 +92,7 @@ def test_evaluation_matches_an_independent_computation(cifar_parquet):
     data = hfsoup.load_image_data(str(cifar_parquet), "test", progress=False)
     model = make_model(0, bn_steps=2)
     result = hfsoup.evaluate_model(model, data, batch_size=7, progress=False)
+    model.cpu()  # evaluation ran on the default device (CUDA where present); the reference runs on the CPU
     mean = torch.tensor((0.5071, 0.4867, 0.4408)).view(1, 3, 1, 1)
     std = torch.tensor((0.2675, 0.2565, 0.2761)).view(1, 3, 1, 1)
     with torch.no_grad():
