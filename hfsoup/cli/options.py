@@ -24,27 +24,25 @@ def examples(text: str) -> str:
     return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip(), "  ")
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type`` of counts and sizes (``--batch-size``, ``--limit``): an integer >= 1. A zero or negative
-    value would otherwise fail deep inside the command (``range()`` with step 0, an empty ``torch.cat``)."""
+def _int_at_least(text: str, low: int, wanted: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (1 or more), got {value}")
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got '{text}'") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of counts and sizes (``--batch-size``, ``--limit``): an integer >= 1. A zero or negative
+    value would otherwise fail deep inside the command (``range()`` with step 0, an empty ``torch.cat``)."""
+    return _int_at_least(text, 1, "a positive integer (1 or more)")
 
 
 def non_negative_int(text: str) -> int:
     """argparse ``type`` of counts where 0 means "off" (``--recalibrate-bn``): an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _int_at_least(text, 0, "an integer >= 0")
 
 
 class DeprecatedAlias(argparse.Action):
