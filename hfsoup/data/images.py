@@ -190,6 +190,9 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
             if path.is_file():
                 return datasets.load_dataset("parquet", data_files={split: str(path)}, split=split)
             return datasets.load_dataset(str(path), name, split=split)
+        from hfsoup.core.hubclient import configure
+
+        configure()  # Hub requests of `datasets` go through huggingface_hub's client: bound them like ours
         return datasets.load_dataset(dataset, name, split=split, revision=revision)
     except DatasetError:
         raise
