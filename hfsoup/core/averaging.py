@@ -1,17 +1,19 @@
 """The averaging engine: a weighted average of ingredients, tensor by tensor, streamed from their files.
 
-Tiled: each floating tensor is cut into tiles of (a multiple of) :data:`TILE_ELEMENTS` elements; for one tile,
+Tiled: each floating tensor is cut into tiles of :data:`TILE_ELEMENTS` (equal weights: :data:`EQUAL_TILE_ELEMENTS`)
+elements; for one tile,
 every ingredient's slice is read (``pread`` of that byte range) into a small buffer and added into a float64 tile
 accumulator, which is cast back once into the result. Accumulator and buffers stay in the CPU cache (no
-model-sized float64 buffer), and the tiles are spread over a few threads (reads and torch kernels release the GIL).
+model-sized float64 buffer), and the tiles are spread over a few threads (reads, numpy and torch kernels release
+the GIL).
 
 Memory: the result (one model) plus a few tile buffers per thread, whatever the number of ingredients; every
 ingredient file is open and read by byte range (plain reads, no memory maps).
 
 Numerics are those of the untiled loop, element by element and in ingredient order: ``acc = t₀`` (times ``w₀``),
-``acc += wᵢ·tᵢ`` (``acc.add_(t, alpha=w)``), equal weights summed then divided once by N, one cast back. Equal
-weights are summed in groups of up to :data:`GROUP` rows (``sum(dim=0)`` of [acc, tᵢ, …], which adds the rows in
-order), bit for bit the same sums except that an all-``-0.0`` element comes out ``+0.0`` (the sum starts at 0).
+``acc += wᵢ·tᵢ`` (``acc.add_(t, alpha=w)``), equal weights summed then divided once by N, one cast back: bit for bit the
+same results (tests compare the bits with the untiled loop, -0.0 included). Equal weights (uniform soups, α = 0.5)
+are added by numpy straight from the read buffers (its mixed-dtype add widens exactly, in small internal chunks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -73,13 +76,13 @@ def check_weights(weights: Sequence[float], n: int, *, normalize: bool = False) 
     return [w / total for w in weights]
 
 
-#: Elements per tile when a full group of ingredients is summed (N >= 14); with fewer ingredients tiles are longer,
-#: so the buffers (about GROUP x TILE_ELEMENTS x 20 bytes per thread) fit the L3 cache whatever N. A multiple of
-#: 64, so tiles start on vector boundaries (not that results depend on it: tests compare odd tiles bit for bit).
+#: Elements per tile of weighted soups (torch's add with alpha, per ingredient). A multiple of 64, so tiles start
+#: on vector boundaries (not that results depend on it: tests compare odd tiles bit for bit).
 TILE_ELEMENTS = 16384
-#: Rows of one summation group (accumulator + slices). Below 16: torch's sum over 16 rows or more adds them in a
-#: cascade (partial sums), which would change the order of the additions.
-GROUP = 15
+#: Elements per tile of equal-weight soups (uniform, alpha = 0.5), added by numpy one slice at a time: 64 Ki (a
+#: 512 kB float64 accumulator, three buffers of about 1.5 MB per thread) measured fastest on a 2-core EPYC (16 Ki:
+#: 2x slower, the per-call cost dominates).
+EQUAL_TILE_ELEMENTS = 65536
 
 
 def average(ingredients: Sequence[Ingredient], weights: Sequence[float] | None = None, *,
@@ -166,10 +169,9 @@ class _TiledAverage:
         # Equal weights (uniform soups, alpha = 0.5) are summed then divided once: the result *is* the mean.
         self.equal = all(w == readers[0][0] for w, _, _ in readers)
         self.scales = [1.0 if self.equal else w for w, _, _ in readers]
-        # Buffers: the accumulator plus one row per ingredient of a group, about GROUP x TILE_ELEMENTS elements
-        # whatever N: fewer ingredients, longer tiles (fewer, larger kernels and reads).
-        self.nrows = min(len(readers), GROUP - 1) + 1
-        self.tile = TILE_ELEMENTS * max(1, GROUP // self.nrows)
+        # Buffers, whatever N: the accumulator and two read slots (the first two slices are added in one pass).
+        self.nrows = 3
+        self.tile = EQUAL_TILE_ELEMENTS if self.equal else TILE_ELEMENTS
         self.non_finite: set[str] = set()
         self.remaining: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -180,7 +182,7 @@ class _TiledAverage:
         indexing tensors costs microseconds, and a model has a few hundred distinct tile lengths at most)."""
         cache = getattr(self._local, "views", None)
         if cache is None:
-            rows = torch.empty(self.nrows, self.tile, dtype=self.acc_dtype)  # row 0: the accumulator
+            rows = torch.empty(1, self.tile, dtype=self.acc_dtype)  # the accumulator
             raw = torch.empty(self.nrows * self.tile * 8, dtype=torch.uint8)  # nrows slices of up to 8 bytes
             cache = self._local.views = {"rows": rows, "total": torch.empty(self.tile, dtype=self.acc_dtype),
                                          "raw": raw, "view": memoryview(raw.numpy()).cast("B")}
@@ -192,9 +194,7 @@ class _TiledAverage:
             row_bytes = tile * size
             views = cache[(dtype, n)] = _TileViews(
                 acc=rows[0, :n], total=cache["total"][:n], slot=[slots[j, :n] for j in range(g)],
-                buf=[view[j * row_bytes:j * row_bytes + n * size] for j in range(g)],
-                wide=[rows[1:1 + t, :n] for t in range(g)], narrow=[slots[1:1 + t, :n] for t in range(g)],
-                group=[rows[:1 + t, :n] for t in range(g)])
+                buf=[view[j * row_bytes:j * row_bytes + n * size] for j in range(g)])
         return views
 
     def run_many(self, out, jobs) -> None:
@@ -210,6 +210,17 @@ class _TiledAverage:
                 return v.slot[j]
         return _read_slice(reader, key, start, stop, v.slot[j], v.buf[j])
 
+    def _sum_numpy(self, key, start, stop, v, k, acc_np) -> None:
+        """Σ of the ``k`` slices into ``acc_np``, in ingredient order, each added straight from its read buffer:
+        numpy's mixed-dtype add widens in small internal chunks (no separate widening pass) and runs without the
+        GIL, so the threads scale. The same additions in the same order as the untiled loop's ``acc.add_(t)``: the
+        same bits, -0.0 included."""
+        first = _as_numpy(self._read(0, key, start, stop, v, 1))
+        second = _as_numpy(self._read(1, key, start, stop, v, 2))
+        np.add(first, second, out=acc_np, dtype=acc_np.dtype)  # both widened exactly, then added: one pass
+        for i in range(2, k):
+            np.add(acc_np, _as_numpy(self._read(i, key, start, stop, v, 1)), out=acc_np)
+
     def run(self, out, key, start, stop) -> None:
         n, dst = stop - start, out[key].view(-1)[start:stop]
         dtype = dst.dtype
@@ -218,23 +229,16 @@ class _TiledAverage:
         # t no wider than the accumulator: the untiled loop's acc.add_(t) promoted t into a float64 temporary
         promoted = torch.promote_types(dtype, self.acc_dtype) == self.acc_dtype
         k = len(self.readers)
+        fused_cast = False
         if self.equal and promoted and k > 1:
-            # Σ in ingredient order, in groups: sum(dim=0) over [acc, t_i, …, t_j] (fewer than 16 rows) adds the
-            # rows one after the other starting from 0, i.e. ((acc + t_i) + …) + t_j: the untiled loop's order,
-            # with one pass over the accumulator per group instead of one per ingredient.
-            i = 0
-            while i < k:
-                take = min(k - i, self.nrows - 1)
-                for j in range(take):
-                    self._read(i + j, key, start, stop, v, 1 + j)
-                v.wide[take].copy_(v.narrow[take])  # exact widening
-                if i == 0:
-                    torch.sum(v.wide[take], dim=0, out=acc)
-                else:
-                    torch.sum(v.group[take], dim=0, out=v.total)
-                    acc.copy_(v.total)
-                i += take
-            acc.div_(k)
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is found (and named) below
+                self._sum_numpy(key, start, stop, v, k, acc.numpy())
+            if dtype == torch.float32:  # division and cast back in one pass (a C cast: rounded as torch rounds)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    np.divide(acc.numpy(), k, out=dst.numpy(), casting="unsafe")
+                fused_cast = True
+            else:  # float16/bfloat16: torch's cast, as the untiled loop's acc.to(dtype)
+                acc.div_(k)
         else:
             for i in range(k):
                 t = self._read(i, key, start, stop, v, 1)
@@ -252,7 +256,8 @@ class _TiledAverage:
                     acc.add_(t, alpha=scale)
             if self.equal and k > 1:
                 acc.div_(k)
-        dst.copy_(acc)  # the one cast back
+        if not fused_cast:
+            dst.copy_(acc)  # the one cast back
         # NaN propagates through min and max; ±Inf (an input's, or an overflow of the sum or the cast) shows there
         lo, hi = torch.aminmax(dst)
         finite = math.isfinite(lo.item()) and math.isfinite(hi.item())
@@ -264,19 +269,23 @@ class _TiledAverage:
                 self.bar.update(1)
 
 
+#: Float dtypes numpy holds; others (bfloat16, float8) are widened to float32 first (exactly) to be added by numpy.
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.numpy() if t.dtype in _NUMPY_FLOATS else t.float().numpy()
+
+
 @dataclass
 class _TileViews:
     """One thread's buffers as tiles of one length and dtype: ``acc`` (row 0 of the rows) and ``total`` in the
-    accumulator's dtype; ``slot[j]``/``buf[j]``: read slot j as a tensor / as bytes; ``narrow[t]``: slots 1..t;
-    ``wide[t]``: rows 1..t (the widened slots); ``group[t]``: rows 0..t (the accumulator and the slices)."""
+    accumulator's dtype; ``slot[j]``/``buf[j]``: read slot j as a tensor / as bytes."""
 
     acc: torch.Tensor
     total: torch.Tensor
     slot: list
     buf: list
-    wide: list
-    narrow: list
-    group: list
 
 
 def _read_slice(reader, key, start, stop, slot, view) -> torch.Tensor:
