@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hfsoup.errors import DatasetError, InvalidParameterError, first_line, from_client_error
+from hfsoup.errors import DatasetError, InvalidParameterError, first_line, from_client_error, is_connection_error
 
 DEFAULT_DATASET = "uoft-cs/cifar100"
 IMAGE_COLUMNS = ("img", "image")
@@ -165,6 +165,23 @@ def load_split(dataset: str = DEFAULT_DATASET, split: str = "test", *, revision:
     return ds, None
 
 
+def _probe_hub(dataset: str, revision: str | None) -> None:
+    """One bounded request (no retries) before ``datasets`` talks to the Hub: when the Hub cannot be reached, fail
+    now with the one-line hint, instead of after the client's retries of every file request (over a minute with
+    the default timeout). Any HTTP answer (not found, gated, ...) is left to ``datasets`` to report, as before."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    if datasets.config.HF_HUB_OFFLINE:  # HF_HUB_OFFLINE / HF_DATASETS_OFFLINE: the cache only, no request
+        return
+    try:
+        HfApi().dataset_info(dataset, revision=revision)
+    except Exception as e:  # noqa: BLE001 - only "no answer at all" is ours to report here
+        if is_connection_error(e):
+            raise from_client_error(e, f"dataset '{dataset}'", kind="dataset", repo_id=dataset,
+                                    revision=revision) from None
+
+
 def _load_source(dataset: str, split: str, *, revision: str | None, name: str | None):
     import datasets
 
@@ -193,6 +210,7 @@ def _load_source(dataset: str, split: str, *, revision: str | None, name: str | 
         from hfsoup.core.hubclient import configure
 
         configure()  # Hub requests of `datasets` go through huggingface_hub's client: bound them like ours
+        _probe_hub(dataset, revision)
         return datasets.load_dataset(dataset, name, split=split, revision=revision)
     except DatasetError:
         raise
