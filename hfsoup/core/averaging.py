@@ -170,7 +170,7 @@ class _TiledAverage:
         self.equal = all(w == readers[0][0] for w, _, _ in readers)
         self.scales = [1.0 if self.equal else w for w, _, _ in readers]
         # Buffers, whatever N: the accumulator and two read slots (the first two slices are added in one pass).
-        self.nrows = 3
+        self.slots = 2
         self.tile = EQUAL_TILE_ELEMENTS if self.equal else TILE_ELEMENTS
         self.non_finite: set[str] = set()
         self.remaining: dict[str, int] = {}
@@ -182,18 +182,18 @@ class _TiledAverage:
         indexing tensors costs microseconds, and a model has a few hundred distinct tile lengths at most)."""
         cache = getattr(self._local, "views", None)
         if cache is None:
-            rows = torch.empty(1, self.tile, dtype=self.acc_dtype)  # the accumulator
-            raw = torch.empty(self.nrows * self.tile * 8, dtype=torch.uint8)  # nrows slices of up to 8 bytes
-            cache = self._local.views = {"rows": rows, "total": torch.empty(self.tile, dtype=self.acc_dtype),
+            acc = torch.empty(self.tile, dtype=self.acc_dtype)
+            raw = torch.empty(self.slots * self.tile * 8, dtype=torch.uint8)  # the read slots, up to 8 bytes each
+            cache = self._local.views = {"acc": acc, "total": torch.empty(self.tile, dtype=self.acc_dtype),
                                          "raw": raw, "view": memoryview(raw.numpy()).cast("B")}
         views = cache.get((dtype, n))
         if views is None:
-            rows, raw, view, size = cache["rows"], cache["raw"], cache["view"], dtype.itemsize
-            g, tile = self.nrows, self.tile
+            acc, raw, view, size = cache["acc"], cache["raw"], cache["view"], dtype.itemsize
+            g, tile = self.slots, self.tile
             slots = raw.view(dtype)[:g * tile].view(g, tile)
             row_bytes = tile * size
             views = cache[(dtype, n)] = _TileViews(
-                acc=rows[0, :n], total=cache["total"][:n], slot=[slots[j, :n] for j in range(g)],
+                acc=acc[:n], total=cache["total"][:n], slot=[slots[j, :n] for j in range(g)],
                 buf=[view[j * row_bytes:j * row_bytes + n * size] for j in range(g)])
         return views
 
@@ -215,11 +215,11 @@ class _TiledAverage:
         numpy's mixed-dtype add widens in small internal chunks (no separate widening pass) and runs without the
         GIL, so the threads scale. The same additions in the same order as the untiled loop's ``acc.add_(t)``: the
         same bits, -0.0 included."""
-        first = _as_numpy(self._read(0, key, start, stop, v, 1))
-        second = _as_numpy(self._read(1, key, start, stop, v, 2))
+        first = _as_numpy(self._read(0, key, start, stop, v, 0))
+        second = _as_numpy(self._read(1, key, start, stop, v, 1))
         np.add(first, second, out=acc_np, dtype=acc_np.dtype)  # both widened exactly, then added: one pass
         for i in range(2, k):
-            np.add(acc_np, _as_numpy(self._read(i, key, start, stop, v, 1)), out=acc_np)
+            np.add(acc_np, _as_numpy(self._read(i, key, start, stop, v, 0)), out=acc_np)
 
     def run(self, out, key, start, stop) -> None:
         n, dst = stop - start, out[key].view(-1)[start:stop]
@@ -241,7 +241,7 @@ class _TiledAverage:
                 acc.div_(k)
         else:
             for i in range(k):
-                t = self._read(i, key, start, stop, v, 1)
+                t = self._read(i, key, start, stop, v, 0)
                 scale = self.scales[i]
                 if i == 0:
                     acc.copy_(t)  # exact widening, as t.to(float64) of the untiled loop
@@ -279,7 +279,7 @@ def _as_numpy(t: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class _TileViews:
-    """One thread's buffers as tiles of one length and dtype: ``acc`` (row 0 of the rows) and ``total`` in the
+    """One thread's buffers as tiles of one length and dtype: ``acc`` and ``total`` in the
     accumulator's dtype; ``slot[j]``/``buf[j]``: read slot j as a tensor / as bytes."""
 
     acc: torch.Tensor
