@@ -120,6 +120,15 @@ def load_data(cfg: ZooConfig, progress: bool = False) -> Data:
                 test=load_image_data(d.dataset, d.test_split, **kw))
 
 
+def check_labels(data: Data, num_classes: int) -> None:
+    """Refuse, before any epoch, a label outside the model's ``[0, num_classes)`` in any split of the run: the
+    :class:`~hfsoup.errors.DatasetError` of evaluation (:meth:`hfsoup.data.images.ImageData.check_labels`), naming
+    the column, the value and its row. Training would otherwise fail mid-run (a CUDA assert, an index error) or,
+    for -100, silently skip the row in the loss."""
+    for split in (data.train, data.val, data.test):
+        split.check_labels(num_classes)
+
+
 # -- the trainer ---------------------------------------------------------------------------------------------------
 class Trainer:
     """One process of a (possibly multi-process) training run: owns the Accelerator, the data on the device and
@@ -140,6 +149,7 @@ class Trainer:
         self.device = self.acc.device
         self.progress = progress and self.acc.is_main_process
         self.data = data or load_data(cfg, progress=self.progress)
+        check_labels(self.data, cfg.data.num_classes)
         mean, std = self._norm_stats()
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
