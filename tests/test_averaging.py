@@ -275,7 +275,6 @@ def test_tiled_engine_is_bit_identical_to_the_untiled_loop(tmp_path, monkeypatch
     # odd tiles (not a multiple of any vector width), tiny tiles, the default; one thread and several
     for tile, workers in [(777, 1), (64, 3), (averaging.TILE_ELEMENTS, 2)]:
         monkeypatch.setattr(averaging, "TILE_ELEMENTS", tile)
-        monkeypatch.setattr(averaging, "EQUAL_TILE_ELEMENTS", tile)
         for weights, acc_dtype in cases:
             used = [(w, sd) for w, sd in zip(weights, sds) if w > 0]
             expected = _untiled_average([sd for _, sd in used], [w for w, _ in used], acc_dtype)

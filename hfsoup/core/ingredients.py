@@ -194,11 +194,14 @@ def check_compatible(ingredients: Sequence[Ingredient], max_names: int = 5) -> N
         more = f", … ({len(keys)} in all)" if len(keys) > max_names else ""
         return ", ".join(keys[:max_names]) + more
 
+    layout = {k: (t.shape, t.dtype) for k, t in ref.tensors.items()}
     for other in ingredients[1:]:
         where = f"'{other.reference}' vs '{ref.reference}'"
         if other.architecture != ref.architecture:
             raise IncompatibleModelsError(f"different architectures: {other.architecture} vs {ref.architecture} "
                                           f"({where}); soups need one architecture", keys=())
+        if {k: (t.shape, t.dtype) for k, t in other.tensors.items()} == layout:
+            continue  # the common case, in one comparison; what differs is worked out only when something does
         missing = ref.tensors.keys() - other.tensors.keys()
         extra = other.tensors.keys() - ref.tensors.keys()
         if missing or extra:

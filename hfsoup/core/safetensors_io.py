@@ -11,9 +11,8 @@ import json
 import os
 import struct
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, NamedTuple
 
 from hfsoup.errors import CorruptFileError
 
@@ -27,9 +26,10 @@ ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bflo
 MAX_HEADER_BYTES = 100 * 2**20
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    """One tensor's layout in a safetensors file (``offset``/``nbytes`` are 0 for tensors held in memory)."""
+class TensorInfo(NamedTuple):
+    """One tensor's layout in a safetensors file (``offset``/``nbytes`` are 0 for tensors held in memory).
+
+    Immutable; a named tuple, as a header has hundreds of them and each is made on every load."""
 
     shape: tuple[int, ...]
     dtype: "torch.dtype"
@@ -46,7 +46,10 @@ class _Invalid(ValueError):
 
 
 def _is_uint(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    return type(v) is int and v >= 0  # JSON gives int or bool; bool is not a size
+
+
+_ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
 
 
 def validate_header(header, data_size: int) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
@@ -66,17 +69,26 @@ def validate_header(header, data_size: int) -> tuple[dict[str, str], dict[str, t
     elif not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise _Invalid("__metadata__ is not a map of strings to strings")
     entries = {}
-    for key, entry in header.items():
+    for key, entry in header.items():  # written for speed as well: a header has hundreds of entries
         if key == "__metadata__":
             continue
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        if type(entry) is not dict or entry.keys() != _ENTRY_FIELDS:
             raise _Invalid(f"tensor '{key}' is not a {{dtype, shape, data_offsets}} object")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in ST_ITEMSIZE:
+        itemsize = ST_ITEMSIZE.get(dtype) if type(dtype) is str else None
+        if itemsize is None:
             raise _Invalid(f"tensor '{key}' has unknown dtype {dtype!r} (known: {', '.join(ST_ITEMSIZE)})")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        count = 1
+        if type(shape) is list:
+            for d in shape:
+                if type(d) is not int or d < 0:
+                    break
+                count *= d
+            else:
+                shape = tuple(shape)
+        if type(shape) is not tuple:
             raise _Invalid(f"tensor '{key}' has an invalid shape {shape!r} (expected a list of non-negative ints)")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)
+        if not (type(offsets) is list and len(offsets) == 2 and _is_uint(offsets[0]) and _is_uint(offsets[1])
                 and offsets[0] <= offsets[1]):
             raise _Invalid(f"tensor '{key}' has invalid data_offsets {offsets!r} (expected [begin, end], "
                            f"0 <= begin <= end)")
@@ -84,13 +96,10 @@ def validate_header(header, data_size: int) -> tuple[dict[str, str], dict[str, t
         if end > data_size:
             raise _Invalid(f"tensor '{key}' ends at byte {end} of the data section, which has only {data_size} "
                            f"bytes (truncated file?)")
-        count = 1
-        for d in shape:
-            count *= d
-        if end - begin != count * ST_ITEMSIZE[dtype]:
-            raise _Invalid(f"tensor '{key}' has {end - begin} bytes but shape {shape} x {dtype} needs "
-                           f"{count * ST_ITEMSIZE[dtype]}")
-        entries[key] = (dtype, tuple(shape), begin, end)
+        if end - begin != count * itemsize:
+            raise _Invalid(f"tensor '{key}' has {end - begin} bytes but shape {list(shape)} x {dtype} needs "
+                           f"{count * itemsize}")
+        entries[key] = (dtype, shape, begin, end)
     position = 0
     for key, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
         if begin != position:
@@ -131,7 +140,8 @@ def read_safetensors_header(path: str | Path) -> tuple[dict[str, TensorInfo], di
     except (OSError, _Invalid) as e:
         raise CorruptFileError(f"'{path}' is not a valid safetensors file: {e}; delete it and download or save "
                                f"it again", path=path) from None
-    infos = {key: TensorInfo(shape, getattr(torch, ST_DTYPES[dtype]), 8 + n + begin, end - begin)
+    dtypes = {name: getattr(torch, attr) for name, attr in ST_DTYPES.items()}
+    infos = {key: TensorInfo(shape, dtypes[dtype], 8 + n + begin, end - begin)
              for key, (dtype, shape, begin, end) in entries.items()}
     return infos, metadata
 
