@@ -3,7 +3,9 @@ is :mod:`hfsoup.cli.train`)."""
 
 import sys
 
+from hfsoup.cli.app import cpu_processes_hide_gpus
 from hfsoup.cli.train import main
 
 if __name__ == "__main__":
+    cpu_processes_hide_gpus()  # before torch touches CUDA: CPU processes on a GPU machine
     sys.exit(main())

@@ -159,9 +159,11 @@ def test_evaluate_corrupted_matches_manual(release, converted):
     import hfsoup
 
     model = make_model(3, bn_steps=2)
+    # fp32 on the CPU, as the reference below (a GPU's convolutions, or auto's bf16 where the device has it
+    # natively, differ from it beyond rel=1e-5)
     res = hfsoup.evaluate_corrupted({"m": model}, str(converted), corruptions="fog,snow", severities="1-2",
-                                    progress=False, batch_size=3)
-    model.cpu()  # evaluation ran on the default device (CUDA where present); the reference runs on the CPU
+                                    progress=False, batch_size=3, device="cpu", precision="fp32")
+    model.cpu()
     mean = np.array([0.5071, 0.4867, 0.4408]).reshape(1, 3, 1, 1)
     std = np.array([0.2675, 0.2565, 0.2761]).reshape(1, 3, 1, 1)
     labels = torch.from_numpy(np.load(release / "labels.npy")[:BLOCK].astype(np.int64))

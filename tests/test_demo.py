@@ -101,6 +101,9 @@ def test_demo_runs_offline_and_matches_mix(tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
     for name in ("pairs.parquet", "models.parquet", "study.json"):
         assert (out / "study" / name).is_file()
+    # fp32 asked for, not auto: the documented numbers on every CPU (auto picks bf16 on one with AMX)
+    settings = json.loads((out / "study" / "study.json").read_text())["settings"]
+    assert settings["precision"] == "fp32" and settings["precision_choice"]["requested"] == "fp32"
     for name in ("report.md", "report.html", "summary.json"):
         assert (out / "report" / name).is_file()
     assert not list((out / "report").rglob("*.svg"))  # the demo skips the SVG copies
@@ -137,8 +140,10 @@ def test_demo_runs_offline_and_matches_mix(tmp_path, monkeypatch, capsys):
 
     pair = pq.read_table(out / "study" / "pairs.parquet").to_pylist()[0]
     paths = {m["name"]: m["path"] for m in doc["models"]}
+    # the demo evaluates in fp32 on the CPU on every machine (DEMO_PRECISION): mix the same way
     assert main(["-q", "mix", paths[pair["model_a"]], paths[pair["model_b"]], "--alpha", "0.5", "--eval-split",
-                 "test", "--dataset", "sklearn:digits", "--limit", "200", "--no-save", "--json"]) == 0
+                 "test", "--dataset", "sklearn:digits", "--limit", "200", "--no-save", "--json", "--device", "cpu",
+                 "--precision", "fp32"]) == 0
     mixed = json.loads(capsys.readouterr().out)
     soup = mixed["soups"][0]["results"]["test"]
     assert soup["accuracy"] == pytest.approx(pair["soup_acc"], abs=1e-9)

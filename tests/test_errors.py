@@ -147,6 +147,17 @@ def test_http_status_codes(status, kind, fragment):
     assert str(m).startswith("thing: ") and fragment in str(m) and len(str(m).splitlines()) == 1
 
 
+def _online(monkeypatch) -> None:
+    """Online mode whatever the environment says (an ambient ``HF_HUB_OFFLINE=1`` was read into
+    ``huggingface_hub``'s and ``datasets``' constants at their import, and hfsoup reads both)."""
+    import datasets.config as dconfig
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", False)
+
+
 @pytest.mark.parametrize("exc", [
     httpx2.ConnectError("[Errno 111] Connection refused"),
     httpx2.ReadTimeout("timed out"),
@@ -156,7 +167,7 @@ def test_http_status_codes(status, kind, fragment):
     socket.gaierror(-2, "Name or service not known"),
 ], ids=lambda e: type(e).__name__)
 def test_connection_errors(exc, monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    _online(monkeypatch)
     m = from_client_error(exc, "org/a", repo_id="org/a")
     assert type(m) is OfflineError
     assert str(m).startswith(f"org/a: cannot reach the Hub at {constants.ENDPOINT} ({type(exc).__name__}")

@@ -13,6 +13,16 @@ from test_greedy import tiny_data
 from conftest import make_model
 
 
+@pytest.fixture(autouse=True)
+def _fp32_by_default():
+    """The cache's keys and hits with fp32 entries: the precision is pinned (``auto``, the default, picks bf16 on a
+    device with native bf16 — a GPU, an AMX CPU — and its entries carry ``-bf16``). A test may set another."""
+    from hfsoup.eval.precision import use_precision
+
+    with use_precision("fp32"):
+        yield
+
+
 @pytest.fixture
 def counted(monkeypatch):
     calls = []

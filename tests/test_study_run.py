@@ -3,7 +3,10 @@
 two CPU processes under ``accelerate launch`` and two ``--shard`` jobs give the one-process table, bad input is one
 line with nothing written, ``study status`` and ``study push``.
 
-Everything runs on the embedded mini-zoo (``resnet10_cifar_nano`` on scikit-learn digits) with a few test images.
+Everything runs on the embedded mini-zoo (``resnet10_cifar_nano`` on scikit-learn digits) with a few test images,
+on the CPU in fp32, pinned (``--device cpu --precision fp32``): the equalities with ``hfsoup mix`` are exact there. On
+a machine with a GPU, or a CPU with native bf16, ``--precision auto`` may pick bf16 after its check, and a study and
+``hfsoup mix`` each decide on their own first model: then they need not agree to the last bit.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ ZOO = Path(hfsoup.__file__).resolve().parent / "assets" / "mini_zoo"
 BRANCHES = ZOO / "branches"
 LIMIT = 16
 #: 4 models (branch epoch 16), 6 pairs, 3 α: 18 rows.
-STUDY_ARGS = ["--dataset", "sklearn:digits", "--limit", str(LIMIT), "--epochs", "16", "--alphas", "0.25,0.5,0.75"]
+STUDY_ARGS = ["--dataset", "sklearn:digits", "--limit", str(LIMIT), "--epochs", "16", "--alphas", "0.25,0.5,0.75",
+              "--device", "cpu", "--precision", "fp32"]
 NUM_ROWS = 18
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +51,20 @@ def _config(out: Path, sources=None, **kw):
     from hfsoup.study.run import StudyConfig
 
     base = dict(sources=[str(ZOO)] if sources is None else [str(s) for s in sources], out=out,
-                dataset="sklearn:digits", limit=LIMIT, epochs="16", alphas=[0.25, 0.5, 0.75], progress=False)
+                dataset="sklearn:digits", limit=LIMIT, epochs="16", alphas=[0.25, 0.5, 0.75], progress=False,
+                device="cpu", precision="fp32")
     base.update(kw)
     return StudyConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _fp32_evaluations():
+    """The tests' own evaluations (``hfsoup.mix`` + ``evaluate_soup``, ``predict_logits``, ``evaluate_model``) in
+    fp32 too, as the study's: ``auto`` would check for bf16 on a CPU with native bf16 (AMX, AVX-512 BF16)."""
+    from hfsoup.eval.precision import use_precision
+
+    with use_precision("fp32"):
+        yield
 
 
 def _run(out: Path, sources=None, **kw):
@@ -201,7 +216,7 @@ def test_a_row_equals_the_mix_cli_json(reference, capsys):
     row = next(r for r in _rows(reference / "pairs.parquet") if r["alpha"] == 0.5)
     rc = main(["mix", str(BRANCHES / row["model_a"]), str(BRANCHES / row["model_b"]), "--alpha", "0.5",
                "--eval-split", "test", "--dataset", "sklearn:digits", "--limit", str(LIMIT), "--no-save", "--json",
-               "-q"])
+               "-q", "--device", "cpu", "--precision", "fp32"])
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
     test = doc["soups"][0]["results"]["test"]
@@ -260,7 +275,7 @@ def test_two_cpu_processes_under_accelerate_launch_give_the_one_process_table(re
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), "-m", "hfsoup.study", "run", str(ZOO), *STUDY_ARGS,
            "--out", str(out), "--json"]
-    proc = subprocess.run(cmd, env={**_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True,
+    proc = subprocess.run(cmd, env={**_env(), "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     shards = sorted(p.name for p in (out / "shards").iterdir())

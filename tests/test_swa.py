@@ -176,7 +176,8 @@ def test_swa_refuses_missing_trunk_state_and_changed_settings(swa_config, trunk2
 
 def test_swa_two_cpu_processes_make_one_run(trunk2, swa_config, tmp_path):
     out = _zoo_with_trunk_state(trunk2, tmp_path / "zoo")
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TQDM_DISABLE="1",
+               CUDA_VISIBLE_DEVICES="")  # CPU processes, also on a machine with GPUs
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531",
            "-m", "hfsoup.train", "swa", "--config", str(swa_config), "--out", str(out), "--epoch", "2",

@@ -243,7 +243,8 @@ def test_zoo_build_runs_the_missing_steps(trunk_run, tiny_config, tmp_path):
 
 def test_two_cpu_processes_make_one_run(tiny_config, tmp_path):
     out = tmp_path / "zoo"
-    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", TQDM_DISABLE="1",
+               CUDA_VISIBLE_DEVICES="")  # CPU processes, also on a machine with GPUs
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
            "-m", "hfsoup.train", "trunk", "--config", str(tiny_config), "--out", str(out), "--until-epoch", "2",

@@ -139,6 +139,24 @@ def _client_progress_bars(enabled: bool):
             utils.enable_progress_bars()
 
 
+def cpu_processes_hide_gpus(environ=None) -> bool:
+    """Under ``accelerate launch`` with CPU processes (``ACCELERATE_USE_CPU=1``, several processes) on a machine
+    with GPUs, hide the GPUs from this process (``CUDA_VISIBLE_DEVICES=""``, unless already set) before torch
+    touches CUDA: torch's gloo barrier (Accelerate's ``wait_for_everyone``) otherwise puts a tensor on
+    ``cuda:<local rank>``, which fails with "invalid device ordinal" on a rank beyond the GPU count. Returns
+    whether it hid them. Called by the ``-m hfsoup.train`` and ``-m hfsoup.study`` entry points."""
+    env = os.environ if environ is None else environ
+    cpu = env.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
+    try:
+        launched = int(env.get("WORLD_SIZE", "1") or 1) > 1
+    except ValueError:
+        launched = False
+    if cpu and launched and "CUDA_VISIBLE_DEVICES" not in env:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        return True
+    return False
+
+
 def check_device(device: str | None) -> None:
     """Fail early, on one line, for a ``--device`` this machine cannot use (else the first tensor moved there
     ends the command as an internal error). Imports torch only when a device is given."""

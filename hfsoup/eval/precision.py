@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -56,6 +57,11 @@ class PrecisionCheck:
         return abs(self.accuracy - self.accuracy_fp32)
 
     @property
+    def finite(self) -> bool:
+        """Whether both losses are finite (a check whose losses are not never passes)."""
+        return math.isfinite(self.loss) and math.isfinite(self.loss_fp32)
+
+    @property
     def loss_relative(self) -> float:
         return abs(self.loss - self.loss_fp32) / max(abs(self.loss_fp32), 1e-12)
 
@@ -76,6 +82,18 @@ class PrecisionChoice:
     def to_dict(self) -> dict:
         return {"requested": self.requested, "precision": self.precision, "reason": self.reason,
                 "check": self.check.to_dict() if self.check else None}
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> "PrecisionChoice":
+        """The choice :meth:`to_dict` wrote (a loss written as null, not finite, reads back as NaN)."""
+        check = doc.get("check")
+        if isinstance(check, dict):
+            names = [f for f in PrecisionCheck.__dataclass_fields__ if f in check]
+            check = PrecisionCheck(**{f: (math.nan if check[f] is None and f != "precision" else check[f])
+                                      for f in names})
+        else:
+            check = None
+        return cls(str(doc.get("requested", "auto")), str(doc["precision"]), str(doc.get("reason", "")), check)
 
 
 def check_precision_name(precision: str) -> str:
@@ -132,7 +150,10 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, labels: tor
     loss_ref = F.cross_entropy(ref, labels).item() if n else 0.0
     loss = F.cross_entropy(cand, labels).item() if n else 0.0
     rel = abs(loss - loss_ref) / max(abs(loss_ref), 1e-12)
-    passed = (n > 0 and agreement >= MIN_AGREEMENT and abs(acc - acc_ref) <= MAX_ACCURACY_DELTA + 1e-12
+    # A loss that is not finite (overflowing logits) cannot be "within 0.5 %": such a check never passes (said
+    # outright, not left to NaN comparisons being False).
+    finite = math.isfinite(loss) and math.isfinite(loss_ref)
+    passed = (n > 0 and finite and agreement >= MIN_AGREEMENT and abs(acc - acc_ref) <= MAX_ACCURACY_DELTA + 1e-12
               and rel <= MAX_LOSS_RELATIVE)
     return PrecisionCheck(precision=precision, num_samples=n, agreement=agreement, accuracy_fp32=acc_ref,
                           accuracy=acc, loss_fp32=loss_ref, loss=loss, passed=passed)
@@ -141,8 +162,18 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, labels: tor
 def check_precision(logits_fn: Callable[[str], torch.Tensor], labels: torch.Tensor,
                     precision: str = "bf16") -> PrecisionCheck:
     """Run ``logits_fn("fp32")`` and ``logits_fn(precision)`` (logits of the same few batches) and compare them
-    (:func:`compare_logits`). :func:`hfsoup.eval.metrics.choose_eval_precision` builds ``logits_fn`` for a model."""
-    return compare_logits(logits_fn("fp32"), logits_fn(precision), labels, precision)
+    (:func:`compare_logits`). :func:`hfsoup.eval.metrics.choose_eval_precision` builds ``logits_fn`` for a model.
+
+    On CUDA both passes use cuDNN's deterministic kernels and no autotuning: the same model on the same images
+    gives the same decision in every process (the shards of a study decide independently), even near a threshold.
+    """
+    cudnn = torch.backends.cudnn
+    saved = cudnn.benchmark, cudnn.deterministic
+    cudnn.benchmark, cudnn.deterministic = False, True  # only these two: TF32 and the rest stay as the user set
+    try:
+        return compare_logits(logits_fn("fp32"), logits_fn(precision), labels, precision)
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved
 
 
 def choose_precision(requested: str, device: str | torch.device, *,
@@ -171,6 +202,9 @@ def choose_precision(requested: str, device: str | torch.device, *,
     check = check_precision(logits_fn, labels)
     if check.passed:
         return PrecisionChoice("auto", "bf16", f"native bf16 on this {device.type}; results hold", check)
+    if not check.finite:
+        return PrecisionChoice("auto", "fp32", f"native bf16 on this {device.type}, but the check's loss is not "
+                                               f"finite (the logits overflow): nothing to compare", check)
     return PrecisionChoice("auto", "fp32", f"native bf16 on this {device.type}, but results differ", check)
 
 

@@ -53,6 +53,11 @@ branches:
 """
 
 
+#: The demo evaluates in fp32 on the CPU on every machine: its numbers are the documented ones, and not bf16 where
+#: a CPU happens to have native bf16 (AMX, AVX-512 BF16), which ``--precision auto`` would pick after its check.
+DEMO_PRECISION = "fp32"
+
+
 def asset_dir() -> Path:
     """The embedded mini-zoo (``hfsoup/assets/mini_zoo``)."""
     return Path(str(resources.files("hfsoup").joinpath("assets", "mini_zoo")))
@@ -306,7 +311,7 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
         # The model cache lives in a scratch folder: the demo measures (and leaves) nothing in the user's cache.
         run = run_study(StudyConfig(sources=sources, out=tmp / "study", dataset=cfg.data.dataset,
                                     image_column=cfg.data.image_column, label_column=cfg.data.label_column,
-                                    limit=limit, pairs_file=pairs_file, device="cpu",
+                                    limit=limit, pairs_file=pairs_file, device="cpu", precision=DEMO_PRECISION,
                                     cache_dir=Path(scratch) / "cache", progress=progress))
         report = write_report(tmp / "study", tmp / "report", svg=False, n_boot=n_boot)
         import pyarrow.parquet as pq
@@ -327,7 +332,10 @@ def run_demo(out: str | Path, *, zoo: str | Path | None = None, force: bool = Fa
         if recipes:
             val = load_image_data(cfg.data.dataset, cfg.data.val_split, image_column=cfg.data.image_column,
                                   label_column=cfg.data.label_column, progress=False)
-            recipe_rows += recipe_results([by_name[m["name"]] for m in models], test, val)
+            from hfsoup.eval.precision import use_precision
+
+            with use_precision(DEMO_PRECISION):  # greedy's and RADIN's own evaluations too
+                recipe_rows += recipe_results([by_name[m["name"]] for m in models], test, val)
         for r in recipe_rows:
             r["gain_vs_best"] = r["test_accuracy"] - best["acc"]
         result = DemoResult(out=out, zoo=str(zoo), dataset=cfg.data.dataset, test={**test.describe(), "limit": limit,

@@ -380,15 +380,44 @@ def _write_study_json(out: Path, plan: StudyPlan, model_rows: list[dict]) -> Non
 
 
 # --------------------------------------------------------------------------------------------------------- run
+def _recorded_precision(out: Path):
+    """The :class:`~hfsoup.eval.precision.PrecisionChoice` an earlier run recorded in ``out/study.json`` (None: no
+    run there yet, or a record without a precision)."""
+    from hfsoup.eval.precision import PrecisionChoice
+
+    if not (out / STUDY_FILE).is_file():
+        return None
+    settings = (read_study_json(out) or {}).get("settings") or {}
+    name = settings.get("precision")
+    if not isinstance(name, str) or name.split("+")[0] not in ("fp32", "bf16"):
+        return None
+    doc = settings.get("precision_choice")
+    if isinstance(doc, dict) and doc.get("precision") == name.split("+")[0]:
+        return PrecisionChoice.from_dict(doc)
+    return PrecisionChoice("auto", name.split("+")[0], "recorded")
+
+
 def _plan_with_precision(config: StudyConfig, device):
     """The plan and the evaluation precision (a :class:`~hfsoup.eval.precision.PrecisionChoice`, recorded in the
-    settings as ``precision_choice``). ``auto`` plans with the device's native precision; where that is bf16, a
-    check of the first model on the first test images decides, and a failed check re-plans in fp32 (the precision
-    is part of the row ids and cache keys)."""
+    settings as ``precision_choice``).
+
+    ``auto`` in a folder that already holds a run (a resumed run, a later ``--shard``) keeps the precision recorded
+    there, without a new check: its rows' ids and numbers depend on it. Otherwise ``auto`` plans with the device's
+    native precision; where that is bf16, a check of the plan's first model (the same for every shard and process)
+    on the first test images decides, and a failed check re-plans in fp32 (the precision is part of the row ids
+    and cache keys)."""
     from hfsoup.eval.metrics import choose_eval_precision
     from hfsoup.eval.precision import PrecisionChoice
     from hfsoup.study.engine import precision_name
 
+    recorded = _recorded_precision(Path(config.out)) if config.precision == "auto" else None
+    if recorded is not None:
+        plan = plan_study(config, precision=precision_name(device, config.compile, recorded.precision))
+        reason = recorded.reason if recorded.reason.startswith("kept from") else \
+            f"kept from the run already in this folder ({recorded.requested}: {recorded.reason})"
+        choice = PrecisionChoice("auto", recorded.precision, reason, recorded.check)
+        plan.settings["precision_choice"] = choice.to_dict()
+        return plan, choice
     name = precision_name(device, config.compile, config.precision)
     plan = plan_study(config, precision=name)
     resolved = name.split("+")[0]
