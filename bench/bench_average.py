@@ -1,12 +1,22 @@
 """Averaging benchmark: time and peak memory to average N ResNet-50-sized safetensors files (N = 2, 8, 32)
-against the time to merely read the same files, side by side in one run (goal: average <= 1.5x read).
+against the time to read the same files, side by side in one run (goal: average <= 1.5x read).
 
     python bench/bench_average.py                 # N = 2, 8, 32 (about 3 GB of temporary files for N = 32)
     python bench/bench_average.py --n 2 8         # a quicker run
     python bench/bench_average.py --dir /tmp/f    # make the files once and reuse them in later runs
 
-Every measurement runs in a fresh subprocess (so one does not inherit another's peak resident set, ru_maxrss);
-read and average alternate, ``--repeat`` times per N, and the medians are printed (the ratio is the median of the
+Columns, each measured in a fresh subprocess (so one does not inherit another's peak resident set, ru_maxrss):
+
+- ``read``: every tensor of every file through ``safetensors.safe_open(...).get_tensor`` (the goal's baseline).
+  safetensors maps the file and hands out tensors over the mapping: this costs the page mappings, and touches
+  no data.
+- ``bytes``: every byte of every file read (``readv`` into one reused 1 MB buffer): the cost of reading the data
+  itself, without making anything of it.
+- ``floor``: a bare soup: every byte read (``pread``, one thread per core), float32 ``a + b + ...`` straight into
+  one fresh model-sized array; no mean, no checks, no planning. What memory allows; the engine cannot beat it.
+- ``average``: ``hfsoup.load_ingredients`` + ``hfsoup.average`` (the exact mean, NaN/Inf checks, all tensors).
+
+Measurements alternate, ``--repeat`` times per N, and the medians are printed (the ratio is the median of the
 per-repeat ratios, each taken from back-to-back runs, so a busy machine disturbs it least). The files are in the
 page cache (they were just written or read): this measures the engine, not the disk.
 """
@@ -63,6 +73,17 @@ def _worker(mode: str, paths: list[str], workers: int | None, tile: int | None) 
             with safe_open(f"{p}/model.safetensors", "pt") as f:
                 for k in f.keys():
                     total += f.get_tensor(k).numel()
+    elif mode == "bytes":
+        total, buf = 0, bytearray(2**20)
+        for p in paths:
+            fd = os.open(f"{p}/model.safetensors", os.O_RDONLY)
+            try:
+                while (got := os.readv(fd, [buf])) > 0:
+                    total += got
+            finally:
+                os.close(fd)
+    elif mode == "floor":
+        total = _bare_soup([f"{p}/model.safetensors" for p in paths], workers)
     else:
         ings = hfsoup.load_ingredients(paths)
         out = hfsoup.average(ings, workers=workers)
@@ -70,6 +91,43 @@ def _worker(mode: str, paths: list[str], workers: int | None, tile: int | None) 
     dt = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": dt, "peak_rss_mb": peak_mb, "elements": total}))
+
+
+def _bare_soup(files: list[str], workers: int | None, tile: int = 2**17) -> int:
+    """Σ of the files' bytes read as float32, into one fresh array: one thread per stretch of the files (as many
+    threads as the engine uses by default: torch's thread count)."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    workers = workers or torch.get_num_threads()
+    n = os.path.getsize(files[0]) // 4
+    # allocated as the engine allocates its result (numpy's own allocator asks for huge pages, which makes
+    # first-touch page faults far slower on some kernels)
+    out = torch.empty(n, dtype=torch.float32).numpy()
+    fds = [os.open(f, os.O_RDONLY) for f in files]
+
+    def work(lo: int, hi: int) -> None:
+        first, other = np.empty(tile, np.float32), np.empty(tile, np.float32)
+        for a in range(lo, hi, tile):
+            k = min(tile, hi - a)
+            os.preadv(fds[0], [memoryview(first)[:k]], 4 * a)
+            np.copyto(out[a:a + k], first[:k])
+            for fd in fds[1:]:
+                os.preadv(fd, [memoryview(other)[:k]], 4 * a)
+                np.add(out[a:a + k], other[:k], out=out[a:a + k])
+
+    step = -(-n // workers)
+    threads = [threading.Thread(target=work, args=(i * step, min(n, (i + 1) * step))) for i in range(workers)]
+    with np.errstate(all="ignore"):  # random bytes as floats: NaN and overflow are expected and harmless
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for fd in fds:
+        os.close(fd)
+    return n
 
 
 def _run(mode, paths, args):
@@ -117,21 +175,26 @@ def main() -> None:
         print(f"machine: {_cpu()}; engine threads: {args.workers or 'default'}")
         print(f"{args.arch} safetensors: {size_mb:.1f} MB per file; baseline process with one file read: "
               f"{baseline['peak_rss_mb']:.0f} MB peak RSS; medians of {args.repeat} runs")
-        print(f"{'N':>4} {'read s':>8} {'average s':>10} {'avg/read':>9} {'goal':>6} {'read peak MB':>13} "
-              f"{'avg peak MB':>12} {'avg peak - read(1) MB':>22}")
+        modes = ("read", "bytes", "floor", "average")
+        print(f"{'N':>4} {'read s':>8} {'bytes s':>8} {'floor s':>8} {'average s':>10} {'avg/read':>9} {'goal':>6} "
+              f"{'avg/bytes':>10} {'floor/read':>11} {'avg peak - read(1) MB':>22}")
         for n in args.n:
-            reads, avgs, ratios = [], [], []
+            runs = {m: [] for m in modes}
+            ratios = {"read": [], "bytes": [], "floor": []}
             for _ in range(args.repeat):
-                reads.append(_run("read", paths[:n], args))
-                avgs.append(_run("average", paths[:n], args))
-                ratios.append(avgs[-1]["seconds"] / reads[-1]["seconds"])
-            read_s = statistics.median(r["seconds"] for r in reads)
-            avg_s = statistics.median(a["seconds"] for a in avgs)
-            ratio = statistics.median(ratios)
-            read_peak = statistics.median(r["peak_rss_mb"] for r in reads)
-            avg_peak = statistics.median(a["peak_rss_mb"] for a in avgs)
-            print(f"{n:>4} {read_s:>8.3f} {avg_s:>10.3f} {ratio:>9.2f} {'ok' if ratio <= GOAL else 'MISS':>6} "
-                  f"{read_peak:>13.0f} {avg_peak:>12.0f} {avg_peak - baseline['peak_rss_mb']:>22.0f}", flush=True)
+                for m in modes:
+                    runs[m].append(_run(m, paths[:n], args))
+                avg = runs["average"][-1]["seconds"]
+                ratios["read"].append(avg / runs["read"][-1]["seconds"])
+                ratios["bytes"].append(avg / runs["bytes"][-1]["seconds"])
+                ratios["floor"].append(runs["floor"][-1]["seconds"] / runs["read"][-1]["seconds"])
+            sec = {m: statistics.median(r["seconds"] for r in runs[m]) for m in modes}
+            ratio = statistics.median(ratios["read"])
+            avg_peak = statistics.median(a["peak_rss_mb"] for a in runs["average"])
+            print(f"{n:>4} {sec['read']:>8.4g} {sec['bytes']:>8.4g} {sec['floor']:>8.4g} {sec['average']:>10.4g} "
+                  f"{ratio:>9.2f} {'ok' if ratio <= GOAL else 'MISS':>6} {statistics.median(ratios['bytes']):>10.2f} "
+                  f"{statistics.median(ratios['floor']):>11.2f} {avg_peak - baseline['peak_rss_mb']:>22.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -61,6 +61,26 @@ def bench(arch: str, precision: str, *, batch: int, steps: int, warmup: int, dev
     return batch * steps / (time.perf_counter() - t0)
 
 
+def machine(device: torch.device) -> str:
+    """What the figures depend on: the device, the CPU and its vector flags, whether bf16 is native, torch."""
+    import os
+    import platform
+
+    from hfsoup.eval.precision import cpu_flags, native_bf16
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    flags = sorted(cpu_flags() & {"avx", "avx2", "fma", "f16c", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    gpu = f"{torch.cuda.get_device_name(device)}; " if device.type == "cuda" else ""
+    return (f"device: {device} ({gpu}{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads); "
+            f"flags: {' '.join(flags) or 'none'}; native bf16: {'yes' if native_bf16(device) else 'no'}; "
+            f"torch {torch.__version__}, cpu capability {torch.backends.cpu.get_cpu_capability()}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--quick", action="store_true", help="a few steps only")
@@ -80,6 +100,7 @@ def main() -> None:
                  ("resnet10_cifar_tiny", "fp32", 128, s), ("resnet10_cifar_nano", "fp32", 128, s)]
     if args.quick and gpu:
         cases = [(a, pr, b, 20) for a, pr, b, _ in cases]
+    print(machine(device), flush=True)
     rows = []
     for arch, prec, batch, steps in cases:
         ips = bench(arch, prec, batch=batch, steps=steps, warmup=1 if not gpu else 5, device=device,
