@@ -11,6 +11,9 @@ import yaml
 
 NUM_CLASSES = 10
 LABEL_ERROR_HINT = "pass the right column with --label-column, or a dataset with the model's classes"
+#: What the trainer's check says to do: training is configured by the zoo config, not by command-line options.
+TRAIN_HINT = ("set data.label_column in the zoo config to the label column, or data.num_classes to the dataset's "
+              "number of classes")
 
 
 def _write_split(path: Path, labels: list[int], seed: int) -> None:
@@ -60,15 +63,16 @@ def test_a_label_past_num_classes_fails_before_training_with_the_row(tmp_path, c
     data = tmp_path / "data"
     assert code == 2
     assert err == (f"hfsoup: error: label column 'fine_label' of '{data}' [test] holds 12 at row 5: outside the "
-                   f"model's 10 classes [0, 10): {LABEL_ERROR_HINT}\n")
+                   f"model's 10 classes [0, 10): {TRAIN_HINT}\n")
     assert not out.exists()  # no epoch ran, nothing written (not even zoo.yaml)
 
 
 NEGATIVE = ("a negative label (-100 and -1 mark unlabelled rows; cross-entropy would skip -100 silently)")
 
 
-@pytest.mark.parametrize("value, why", [(NUM_CLASSES, "outside the model's 10 classes [0, 10)"), (-100, NEGATIVE)])
-def test_a_bad_training_label_fails_before_training_with_its_row_in_the_split(tmp_path, capsys, value, why):
+@pytest.mark.parametrize("value, why, hint", [(NUM_CLASSES, "outside the model's 10 classes [0, 10)", TRAIN_HINT),
+                                             (-100, NEGATIVE, LABEL_ERROR_HINT)])
+def test_a_bad_training_label_fails_before_training_with_its_row_in_the_split(tmp_path, capsys, value, why, hint):
     """A label past the classes in the split trained on (training would fail in the first batch that holds it,
     with torch's IndexError), or a negative one (refused when the data is loaded)."""
     from hfsoup.data.images import heldout_indices
@@ -83,7 +87,7 @@ def test_a_bad_training_label_fails_before_training_with_its_row_in_the_split(tm
     code, err = _train(capsys, config, out)
     assert code == 2 and not out.exists()
     assert err == (f"hfsoup: error: label column 'fine_label' of '{tmp_path / 'data'}' [train-main] holds {value} at "
-                   f"row 3: {why}: {LABEL_ERROR_HINT}\n")
+                   f"row 3: {why}: {hint}\n")
 
 
 def test_the_trainer_raises_the_dataset_error_of_evaluation(tmp_path):

@@ -70,19 +70,20 @@ class ImageData:
         return ImageData(self.images[:n], self.labels[:n], self.class_names, self.dataset, self.split,
                          self.revision, self.indices_sha256, label_column=self.label_column)
 
-    def check_labels(self, num_classes: int | None = None) -> None:
+    def check_labels(self, num_classes: int | None = None, *, fix: str | None = None) -> None:
         """Raise :class:`DatasetError` naming the label column, the value and its row when a label is outside
         ``[0, num_classes)`` (the model's classes; by default the dataset's own class names, when it has them).
 
         Cross-entropy would silently ignore -100 and fail on other values, so every evaluation against labels
-        checks them first. Negative labels are always refused. Checked once per ``num_classes``.
+        checks them first. Negative labels are always refused. Checked once per ``num_classes``. ``fix``: what the
+        message tells the user to do (default: the CLI's ``--label-column``).
         """
         limit = int(num_classes) if num_classes is not None else (
             len(self.class_names) if self.class_names else None)
         if limit in self._labels_checked:
             return
         check_label_values(self.labels, limit, column=self.label_column, dataset=self.dataset, split=self.split,
-                           of_model=num_classes is not None)
+                           of_model=num_classes is not None, fix=fix)
         self._labels_checked.add(limit)
 
     def describe(self) -> dict:
@@ -92,7 +93,8 @@ class ImageData:
 
 
 def check_label_values(labels: torch.Tensor, num_classes: int | None, *, column: str | None = None,
-                       dataset: str | None = None, split: str | None = None, of_model: bool = True) -> None:
+                       dataset: str | None = None, split: str | None = None, of_model: bool = True,
+                       fix: str | None = None) -> None:
     """Raise :class:`DatasetError` when a label is negative or (``num_classes`` given) ``>= num_classes``: the
     message names the column (when known), the first bad value and its row, and what to do."""
     if labels.numel() == 0:
@@ -113,8 +115,8 @@ def check_label_values(labels: torch.Tensor, num_classes: int | None, *, column:
         whose = "the model's" if of_model else "the dataset's"
         outside = f"outside {whose} {num_classes} classes [0, {num_classes})"
     holds = "holds" if column else "hold"
-    raise DatasetError(f"{where} {holds} {value} at row {row}: {outside}: pass the right column with "
-                       f"--label-column, or a dataset with the model's classes", dataset=dataset, column=column,
+    fix = fix or "pass the right column with --label-column, or a dataset with the model's classes"
+    raise DatasetError(f"{where} {holds} {value} at row {row}: {outside}: {fix}", dataset=dataset, column=column,
                        split=split)
 
 

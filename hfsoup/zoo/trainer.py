@@ -126,7 +126,8 @@ def check_labels(data: Data, num_classes: int) -> None:
     the column, the value and its row. Training would otherwise fail mid-run (a CUDA assert, an index error) or,
     for -100, silently skip the row in the loss."""
     for split in (data.train, data.val, data.test):
-        split.check_labels(num_classes)
+        split.check_labels(num_classes, fix="set data.label_column in the zoo config to the label column, or "
+                                            "data.num_classes to the dataset's number of classes")
 
 
 # -- the trainer ---------------------------------------------------------------------------------------------------
