@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hfsoup.errors import CorruptFileError, InvalidWeightsError, NonFiniteError
+from hfsoup.errors import InvalidWeightsError, NonFiniteError
 from hfsoup.core.ingredients import Ingredient, check_compatible
 from hfsoup.core.safetensors_io import SafetensorsReader
 
@@ -296,7 +296,7 @@ class _TiledAverage:
         if span.offsets is not None:
             buf = v.buf[j]
             if os.preadv(reader.fd, [buf], span.offsets[i]) != len(buf):  # the common case: one full read
-                _read_bytes(reader, span.offsets[i], buf)
+                reader.read_into(span.offsets[i], buf)
             return v.slot[j]
         key, start, stop, _ = span.segments[0]
         slot = v.slot[j]
@@ -333,7 +333,7 @@ class _TiledAverage:
             acc.div_(k)
         out = _as_tensor(result)
         out.copy_(acc)  # the one cast back
-        return _finite(out)
+        return all_finite(out)
 
     def _sum_numpy(self, span, v, k, first=None, second=None) -> None:
         """Σ of the ``k`` slices into ``v.acc``, in ingredient order, each added straight from its read buffer:
@@ -358,7 +358,7 @@ class _TiledAverage:
         # directly; torch goes through float32)
         out = _as_tensor(result)
         out.copy_(v.acc)
-        return _finite(out)
+        return all_finite(out)
 
     def _mean_of_two(self, span, v, result) -> bool:
         """(a + b) / 2 of float32 tiles in float32 arithmetic, with the float64 loop's bits.
@@ -401,12 +401,6 @@ def _numpy(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.float().numpy()
 
 
-def _finite(t: torch.Tensor) -> bool:
-    # NaN propagates through min and max; ±Inf (an input's, or an overflow of the sum or the cast) shows there
-    lo, hi = torch.aminmax(t)
-    return math.isfinite(lo.item()) and math.isfinite(hi.item())
-
-
 @dataclass
 class _TileViews:
     """One thread's buffers as tiles of one length and dtype: ``acc``/``acc_np``, ``total`` in the accumulator's
@@ -419,17 +413,6 @@ class _TileViews:
     result: object
     slot: list
     buf: list
-
-
-def _read_bytes(reader, offset: int, view: memoryview) -> None:
-    """Fill ``view`` from ``reader``'s file at ``offset`` (``pread`` may return short reads on some filesystems)."""
-    got, nbytes = 0, len(view)
-    while got < nbytes:
-        more = os.preadv(reader.fd, [view[got:nbytes]], offset + got)
-        if more <= 0:
-            raise CorruptFileError(f"cannot read '{reader.path}': the file ended early (at byte {offset + got}); "
-                                   f"delete it and download or save it again", path=reader.path)
-        got += more
 
 
 def _raise_non_finite(key, readers, dtype):
@@ -476,5 +459,5 @@ def _read_span(reader, span: _Span, i: int) -> torch.Tensor:
         key, start, stop, _ = span.segments[0]
         return reader.get_tensor(key).reshape(-1)[start:stop]
     buf = bytearray(span.size * span.dtype.itemsize)
-    _read_bytes(reader, span.offsets[i], memoryview(buf))
+    reader.read_into(span.offsets[i], memoryview(buf))
     return torch.frombuffer(buf, dtype=span.dtype)

@@ -204,14 +204,19 @@ class SafetensorsReader:
         if info.nbytes == 0:
             return torch.empty(info.shape, dtype=info.dtype)
         buf = bytearray(info.nbytes)
-        view, done = memoryview(buf), 0
-        while done < info.nbytes:  # pread may return short reads on some filesystems
-            got = os.preadv(self.fd, [view[done:]], info.offset + done)
-            if got <= 0:
-                raise CorruptFileError(f"cannot read tensor '{key}' from '{self.path}': file ended early",
-                                       path=self.path)
-            done += got
+        self.read_into(info.offset, memoryview(buf), what=f"tensor '{key}'")
         return torch.frombuffer(buf, dtype=info.dtype).reshape(info.shape)
+
+    def read_into(self, offset: int, view: memoryview, *, what: str = "data") -> None:
+        """Fill ``view`` with the file's bytes from ``offset`` on (``pread`` may return short reads on some
+        filesystems: it reads on); :class:`CorruptFileError` if the file ends first."""
+        got, nbytes = 0, len(view)
+        while got < nbytes:
+            more = os.preadv(self.fd, [view[got:nbytes]], offset + got)
+            if more <= 0:
+                raise CorruptFileError(f"cannot read {what} from '{self.path}': the file ended early (at byte "
+                                       f"{offset + got}); delete it and download or save it again", path=self.path)
+            got += more
 
 
 def encode_metadata(values: Mapping[str, object]) -> dict[str, str]:
